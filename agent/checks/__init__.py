@@ -1,0 +1,23 @@
+"""Checks: pure functions from a Snapshot to Findings. No I/O, no logging, no try/except.
+
+Every module in this package that defines `check` is listed here explicitly (a test fails if one is
+missing), in the order of the guide: is kube-proxy there, is the node able to forward, ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from agent.checks import agent_sources, conntrack, kube_proxy, kubelet, mode, node
+from agent.model import Finding, Snapshot
+
+CheckFunc = Callable[[Snapshot], Iterator[Finding]]
+
+CHECKS: tuple[CheckFunc, ...] = (
+    agent_sources.check,
+    kube_proxy.check,
+    mode.check,
+    kubelet.check,
+    conntrack.check,
+    node.check,
+)

@@ -1,0 +1,149 @@
+"""svcdoctor's command line: `check` (one shot) and `serve` (the DaemonSet agent).
+
+Exit codes of `check`: 0 no warning or critical finding, 1 at least one, 2 could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from agent import __version__
+from agent.catalogue import load
+from agent.config import DEFAULT_PORT, Config
+from agent.model import SEVERITIES, Severity, Snapshot
+from agent.report import text
+from agent.report.document import document
+from agent.runner import Runner
+from agent.settings import parse_go_duration
+
+EXIT_OK, EXIT_FINDINGS, EXIT_CANNOT_RUN = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _duration(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return parse_go_duration(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {value!r} (use 30s, 2m or seconds)") from None
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value!r}")
+    return int(value)
+
+
+def _severity_override(value: str) -> tuple[str, Severity]:
+    fid, _, sev = value.partition("=")
+    if fid not in load():
+        raise argparse.ArgumentTypeError(f"unknown finding id {fid!r}")
+    if sev not in SEVERITIES:
+        raise argparse.ArgumentTypeError(f"severity must be one of {', '.join(SEVERITIES)}")
+    return fid, sev
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--node-name", default=os.environ.get("NODE_NAME"),
+                        help="this node's name (env NODE_NAME; default: the hostname)")
+    common.add_argument("--host-root", default=os.environ.get("SVCDOCTOR_HOST_ROOT", "/"), type=Path,
+                        help="where the host's / is mounted (env SVCDOCTOR_HOST_ROOT)")
+    common.add_argument("--proc", default=os.environ.get("SVCDOCTOR_PROC", "/proc"), type=Path,
+                        help="the host's /proc, seen with hostPID (env SVCDOCTOR_PROC)")
+    common.add_argument("--sys", default=os.environ.get("SVCDOCTOR_SYS", "/sys"), type=Path,
+                        help="the host's /sys (env SVCDOCTOR_SYS)")
+    common.add_argument("--source-timeout", type=_duration, default=20.0, metavar="DURATION",
+                        help="how long one source may take before it is reported as failed (default 20s)")
+    common.add_argument("--severity", action="append", type=_severity_override, default=[],
+                        metavar="ID=LEVEL", help="re-grade a finding id (repeatable)")
+    common.add_argument("-v", "--verbose", action="store_true")
+
+    p = argparse.ArgumentParser(prog="svcdoctor", description=__doc__)
+    p.add_argument("--version", action="version", version=f"svcdoctor {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("check", parents=[common], help="check this node once and print a report")
+    c.add_argument("--json", action="store_true", help="print the svcdoctor/v1 JSON document")
+    c.add_argument("--from", dest="from_file", type=Path, metavar="FILE",
+                   help="re-run the checks on a saved snapshot instead of this host")
+    c.add_argument("--snapshot-out", type=Path, metavar="FILE", help="save what was collected")
+    s = sub.add_parser("serve", parents=[common], help="run as the node agent: /metrics /findings /healthz")
+    s.add_argument("--port", type=_port, default=os.environ.get("SVCDOCTOR_PORT", str(DEFAULT_PORT)),
+                   help=f"TCP port (env SVCDOCTOR_PORT; default {DEFAULT_PORT})")
+    s.add_argument("--listen", default=os.environ.get("SVCDOCTOR_LISTEN", "0.0.0.0"), help="address to bind")
+    s.add_argument("--interval", type=_duration, default=_duration(os.environ.get("SVCDOCTOR_INTERVAL", "30s")),
+                   metavar="DURATION", help="time between checks (env SVCDOCTOR_INTERVAL; default 30s)")
+    return p
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    kwargs: dict[str, object] = {
+        "proc": args.proc, "sys": args.sys, "root": args.host_root, "source_timeout_s": args.source_timeout,
+        "severity_overrides": dict(args.severity),
+    }
+    if args.node_name:
+        kwargs["node_name"] = args.node_name
+    if args.command == "serve":
+        kwargs.update(port=int(args.port), listen=args.listen, interval_s=args.interval)
+    return Config(**kwargs)  # type: ignore[arg-type]
+
+
+def cmd_check(args: argparse.Namespace, cfg: Config) -> int:
+    runner = Runner(cfg)
+    if args.from_file:
+        try:
+            snap = Snapshot.from_json(args.from_file.read_text())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"cannot read snapshot {args.from_file}: {exc}") from exc
+    else:
+        snap = runner.collect()
+    if args.snapshot_out:
+        try:
+            args.snapshot_out.write_text(snap.to_json())
+        except OSError as exc:
+            raise UsageError(f"cannot write snapshot {args.snapshot_out}: {exc}") from exc
+    report = runner.check(snap)
+    if args.json:
+        sys.stdout.write(json.dumps(document(report), indent=1) + "\n")
+    else:
+        sys.stdout.write(text.render(report, colour=sys.stdout.isatty()))
+    return EXIT_FINDINGS if any(f.severity != "info" for f in report.findings) else EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
+    from agent.serve import PortInUse, serve
+
+    try:
+        serve(Runner(cfg), cfg.listen, cfg.port, cfg.interval_s)
+    except PortInUse as exc:
+        raise UsageError(str(exc)) from exc
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # bad flags: argparse exits 2
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        cfg = config_from(args)
+        return cmd_check(args, cfg) if args.command == "check" else cmd_serve(args, cfg)
+    except UsageError as exc:
+        print(f"svcdoctor: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_RUN
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Collectors: the only code that touches the host, each read-only and bounded in time.
+
+Phase 1 finds kube-proxy and kubelet; phase 2 collectors receive those results (kube-proxy's flags
+say where its endpoints listen and which filesystem holds its conntrack binary). The `name` of a
+collector is the Snapshot field it fills and the `source` label of its metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from agent.collect import conntrack, kubeproxy_http, links, process, sysctl
+from agent.collect.base import CollectContext
+
+
+@dataclass(frozen=True)
+class Collector:
+    name: str
+    func: Callable[[CollectContext], Any]
+    phase: int = 2
+    timeout_s: float | None = None  # None: the config's source_timeout_s
+
+
+COLLECTORS: tuple[Collector, ...] = (
+    Collector("kube_proxy", process.collect_kube_proxy, phase=1),
+    Collector("kubelet", process.collect_kubelet, phase=1),
+    Collector("kube_proxy_http", kubeproxy_http.collect, timeout_s=10.0),
+    Collector("conntrack", conntrack.collect),
+    Collector("sysctl", sysctl.collect),
+    Collector("links", links.collect),
+)

@@ -1,0 +1,65 @@
+"""What every collector shares: the context it gets, how "absent" is said, and a bounded subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.config import Config
+from agent.model import ProcessInfo
+
+
+class Absent(Exception):
+    """The thing a collector looks for is not on this node (module not loaded, binary not installed).
+    Not an error: the collector looked and found nothing."""
+
+
+class CollectError(Exception):
+    """A read failed in a way worth one clear sentence (the runner records str(exc))."""
+
+
+@dataclass(frozen=True)
+class CollectContext:
+    cfg: Config
+    deadline_s: float  # seconds this collector may take; subprocesses get what is left
+    kube_proxy: ProcessInfo | None = None  # phase-1 result, for collectors that follow kube-proxy's settings
+    kubelet: ProcessInfo | None = None
+
+
+def run_command(argv: list[str], timeout_s: float, *, env: dict[str, str] | None = None) -> str:
+    """Run a read-only command with a hard timeout (the child is killed on expiry) and return stdout.
+    Raises CollectError with the command, exit code and the first stderr line on failure."""
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, text=True, timeout=timeout_s, check=False, stdin=subprocess.DEVNULL,
+            env=env if env is not None else {**os.environ, "LC_ALL": "C"},
+        )
+    except FileNotFoundError as exc:
+        raise Absent(f"{argv[0]} is not installed") from exc
+    except PermissionError as exc:
+        raise CollectError(f"{argv[0]}: permission denied") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CollectError(f"{' '.join(argv)} did not finish within {timeout_s:.0f}s (killed)") from exc
+    if proc.returncode != 0:
+        first = (proc.stderr.strip().splitlines() or ["no message"])[0]
+        raise CollectError(f"{' '.join(argv)} exited {proc.returncode}: {first}")
+    return proc.stdout
+
+
+def read_text(path: Path) -> str | None:
+    """A small file's text, or None when it does not exist. Other errors (permission) propagate."""
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def find_binary(name: str, dirs: list[str] | tuple[str, ...], root: Path) -> str | None:
+    """The first `dir/name` under `root` that is an executable file, as the path inside that root."""
+    for d in dirs:
+        candidate = root / d.lstrip("/") / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(Path(d) / name)
+    return None

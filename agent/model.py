@@ -1,0 +1,149 @@
+"""The data that flows collect -> snapshot -> check -> report.
+
+Everything here is a plain dataclass so a snapshot can be saved as JSON and replayed (`check --from`).
+Collectors fill `Source`s; checks read the `Snapshot` and yield `Finding`s; reporters render a `Report`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from agent.serial import from_jsonable, to_jsonable
+
+T = TypeVar("T")
+
+Severity = Literal["critical", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
+
+
+@dataclass
+class Source(Generic[T]):
+    """What one collector saw: its data, or why it has none.
+
+    `absent` (the thing is not there: module not loaded, binary missing, process not running) is kept
+    apart from `error` (we could not look): only an error makes `agent.source_failed`, and a failed
+    read never turns into "rules missing".
+    """
+
+    name: str
+    ok: bool = False
+    absent: bool = False
+    error: str | None = None
+    duration_s: float = 0.0
+    data: T | None = None
+    note: str | None = None  # why it is absent, in a sentence
+
+
+@dataclass
+class ProcessInfo:
+    """A kube-proxy or kubelet process as /proc shows it."""
+
+    pid: int
+    comm: str
+    argv: list[str]
+    flags: dict[str, str]  # last value wins, as Go's flag package does
+    root: str  # /proc/<pid>/root: the process's own filesystem view
+    env_path: list[str]  # PATH from /proc/<pid>/environ (for binaries it shells out to)
+    config_path: str | None = None
+    config: dict[str, Any] | None = None  # the parsed --config file (KubeProxyConfiguration / KubeletConfiguration)
+    config_error: str | None = None
+
+
+@dataclass
+class KubeProxyHTTP:
+    """kube-proxy's own endpoints: /healthz (10256), /proxyMode and /metrics (10249)."""
+
+    healthz_url: str | None = None
+    healthz_status: int | None = None
+    healthz_body: dict[str, Any] | None = None
+    healthz_error: str | None = None
+    proxy_mode: str | None = None  # body of /proxyMode
+    proxy_mode_error: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)  # the few series the checks use
+    version: str | None = None  # kubernetes_build_info{git_version}
+    metrics_error: str | None = None
+
+
+@dataclass
+class ConntrackInfo:
+    module_loaded: bool
+    count: int | None = None
+    max: int | None = None
+    host_binary: str | None = None  # path of `conntrack` on the host PATH, if any
+    kube_proxy_binary: str | None = None  # path inside kube-proxy's filesystem, if any
+    kube_proxy_binary_searched: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Sysctls:
+    """Values under /proc/sys that the guide's prerequisites depend on; None = file absent."""
+
+    values: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass
+class BridgePort:
+    name: str
+    index: int
+    hairpin: bool | None
+    peer_netns_id: int | None = None
+    kind: str | None = None  # veth, ...
+
+
+@dataclass
+class Bridge:
+    name: str
+    index: int
+    promiscuous: bool
+    up: bool
+    ports: list[BridgePort] = field(default_factory=list)
+
+
+@dataclass
+class Links:
+    bridges: list[Bridge] = field(default_factory=list)
+    interfaces: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Snapshot:
+    """Everything collected on one node at one time. Checks read only this."""
+
+    node: str
+    taken_at: float  # unix seconds
+    agent_version: str
+    kube_proxy: Source[ProcessInfo]
+    kubelet: Source[ProcessInfo]
+    kube_proxy_http: Source[KubeProxyHTTP]
+    conntrack: Source[ConntrackInfo]
+    sysctl: Source[Sysctls]
+    links: Source[Links]
+
+    def sources(self) -> list[Source[Any]]:
+        return [v for v in vars(self).values() if isinstance(v, Source)]
+
+    def to_json(self) -> str:
+        return json.dumps(to_jsonable(self), indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Snapshot:
+        snap: Snapshot = from_jsonable(cls, json.loads(text))
+        return snap
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: str  # stable, dotted: area.condition; never renamed or reused
+    severity: Severity
+    subject: str  # node, ns/svc:port, interface, source name
+    service: str | None  # ns/name:port when the finding is about a Service port
+    title: str
+    message: str
+    remedy: str
+    evidence: dict[str, Any]
+    doc: str = ""
+
+    def sort_key(self) -> tuple[int, str, str]:
+        return (SEVERITIES.index(self.severity), self.id, self.subject)
