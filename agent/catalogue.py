@@ -27,7 +27,7 @@ class Entry:
 
     @property
     def doc(self) -> str:
-        return "docs/runbooks.md#" + self.id.replace(".", "").replace("_", "-")
+        return "docs/runbooks.md#" + self.id.replace(".", "")
 
 
 class UnknownFinding(KeyError):

@@ -1,0 +1,213 @@
+"""A Kubernetes node in a private network namespace, built from real kernel state.
+
+`Node` creates `svcd-<8 hex>`, runs commands in it (`ip netns exec`), starts stand-in kube-proxy and
+kubelet processes (a tiny C program exec'd under the real binary's name, in its own mount
+namespace so its --config file lives at the real path only in *its* filesystem, as in a pod), a
+stand-in for kube-proxy's HTTP endpoints, and svcdoctor itself. `destroy()` kills everything in the
+namespace and deletes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import select
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+STANDINS = Path(__file__).resolve().parent / "standins"
+DATA = Path(__file__).resolve().parent / "data"
+FIXTURES = Path(os.environ.get("SVCDOCTOR_FIXTURES", REPO.parent / "shared" / "fixtures" / "kube-proxy"))
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PY = sys.executable
+BIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip on a laptop without the means; under CI=true a missing means is a failure, not a skip."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+def require_netns() -> None:
+    require(os.geteuid() == 0, "needs root (network namespaces)")
+    require(shutil.which("ip") is not None, "needs iproute2's `ip`")
+
+
+def require_tool(name: str) -> None:
+    require(shutil.which(name) is not None, f"needs {name}")
+
+
+_standin_dir: Path | None = None
+
+
+def standin_binary(name: str) -> Path:
+    """The pause stand-in compiled once per test process, copied under `name` (sets /proc/<pid>/comm)."""
+    global _standin_dir
+    if _standin_dir is None:
+        require_tool("gcc")
+        d = Path(os.environ.get("TMPDIR", "/tmp")) / f"svcd-standins-{os.getpid()}"
+        d.mkdir(exist_ok=True)
+        subprocess.run(["gcc", "-O2", "-o", str(d / "pause"), str(STANDINS / "pause.c")], check=True)
+        _standin_dir = d
+    target = _standin_dir / name
+    if not target.exists():
+        shutil.copy2(_standin_dir / "pause", target)
+    return target
+
+
+class Node:
+    def __init__(self, tmp: Path) -> None:
+        self.name = f"svcd-{secrets.token_hex(4)}"
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[Any]] = []
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.sh("ip", "link", "set", "lo", "up")
+
+    # plumbing -----------------------------------------------------------------------------------------
+    def argv(self, *cmd: str) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *cmd]
+
+    def sh(self, *cmd: str, check: bool = True, input: str | None = None, timeout: float = 120
+           ) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(self.argv(*cmd), capture_output=True, text=True, input=input, timeout=timeout)
+        if check and res.returncode != 0:
+            raise AssertionError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()}")
+        return res
+
+    def sysctl(self, key: str, value: str | int) -> None:
+        self.sh("sysctl", "-q", "-w", f"{key}={value}")
+
+    def healthy_basics(self) -> None:
+        """What kube-proxy and the kubeadm prerequisites leave on a working node."""
+        self.sysctl("net.ipv4.ip_forward", 1)
+        self.sysctl("net.ipv4.conf.all.route_localnet", 1)  # kube-proxy sets it for localhost NodePorts
+        self.sysctl("net.bridge.bridge-nf-call-iptables", 1)
+
+    # stand-in processes -------------------------------------------------------------------------------
+    def spawn_standin(self, binary: str, argv0: str, args: list[str], *, files: dict[str, Path] | None = None,
+                      hide: list[str] | None = None, path: str = BIN_PATH) -> subprocess.Popen[Any]:
+        """Start `binary` as `argv0 args...` in this netns and in a private mount namespace where each
+        `files` entry (path in the process's filesystem -> local file) exists and each `hide` dir is empty."""
+        script = ["set -e"]
+        mounted: set[str] = set()
+        for dest, src in (files or {}).items():
+            top = "/" + dest.strip("/").split("/")[0] + "/" + dest.strip("/").split("/")[1]
+            if top not in mounted:  # a tmpfs over e.g. /var/lib: visible to this process only
+                script.append(f"/bin/mount -t tmpfs svcd-standin {top}")
+                mounted.add(top)
+            script.append(f"/bin/mkdir -p {os.path.dirname(dest)} && /bin/cp {src} {dest}")
+        for d in hide or []:
+            script.append(f"/bin/mount -t tmpfs svcd-hidden {d}")
+        script.append(f'exec -a {argv0} {standin_binary(binary)} "$@"')
+        cmd = ["/usr/sbin/ip", "netns", "exec", self.name, "/usr/bin/unshare", "--mount", "--propagation",
+               "private", "/bin/bash", "-c", "\n".join(script), argv0, *args]
+        proc = subprocess.Popen(cmd, env={"PATH": path}, stdin=subprocess.DEVNULL)
+        self.procs.append(proc)
+        self._wait_exec(proc, binary)
+        return proc
+
+    @staticmethod
+    def _wait_exec(proc: subprocess.Popen[Any], comm: str) -> None:
+        """Wait until the stand-in has exec'd (its comm is the binary name), so a check sees it."""
+        for _ in range(200):
+            if proc.poll() is not None:
+                raise AssertionError(f"stand-in {comm} exited with {proc.returncode}")
+            try:
+                if Path(f"/proc/{proc.pid}/comm").read_text().strip() == comm[:15]:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.01)
+        raise AssertionError(f"stand-in {comm} did not start")
+
+    def kube_proxy(self, *flags: str, config: Path | None = None, config_at: str = "/var/lib/kube-proxy/config.conf",
+                   hide: list[str] | None = None, path: str = BIN_PATH) -> subprocess.Popen[Any]:
+        """kube-proxy as kubeadm's DaemonSet runs it: `/usr/local/bin/kube-proxy --config=... --hostname-override=`."""
+        args = list(flags)
+        files = {}
+        if config is not None:
+            args.insert(0, f"--config={config_at}")
+            files[config_at] = config
+        return self.spawn_standin("kube-proxy", "/usr/local/bin/kube-proxy", args, files=files, hide=hide, path=path)
+
+    def kubelet(self, *flags: str, config: Path | None = None, config_at: str = "/var/lib/kubelet/config.yaml"
+                ) -> subprocess.Popen[Any]:
+        """kubelet as kubeadm's systemd drop-in starts it."""
+        args = ["--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+                "--kubeconfig=/etc/kubernetes/kubelet.conf", *flags]
+        files = {}
+        if config is not None:
+            args.append(f"--config={config_at}")
+            files[config_at] = config
+        return self.spawn_standin("kubelet", "/usr/bin/kubelet", args, files=files)
+
+    def kube_proxy_http(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(self.argv(PY, str(STANDINS / "kube_proxy_http.py"), *args), text=True,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        if not ready or proc.stdout.readline().strip() != "ready":
+            raise AssertionError("kube-proxy HTTP stand-in did not start")
+        return proc
+
+    def healthy_kube_proxy(self, *http_args: str) -> None:
+        """A kube-proxy as on a fresh kubeadm cluster, answering on its endpoints."""
+        self.healthy_basics()
+        self.kube_proxy("--hostname-override=test-node", config=DATA / "kubeadm" / "kube-proxy-config.conf")
+        self.kubelet("--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock",
+                     config=DATA / "kubeadm" / "kubelet-config.yaml")
+        self.kube_proxy_http(*http_args)
+
+    # svcdoctor ----------------------------------------------------------------------------------------
+    def svcdoctor(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(PY, "-m", "agent", *args), capture_output=True, text=True,
+                              timeout=timeout, cwd=REPO)
+
+    def check(self, *args: str) -> tuple[int, dict[str, Any]]:
+        res = self.svcdoctor("check", "--json", "--node-name", "test-node", *args)
+        if res.returncode not in (0, 1):
+            raise AssertionError(f"svcdoctor check exited {res.returncode}: {res.stderr}")
+        return res.returncode, json.loads(res.stdout)
+
+    def destroy(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+        pids = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), 9)
+            except (ProcessLookupError, ValueError):
+                pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+
+def ids(doc: dict[str, Any], *, severities: tuple[str, ...] = ("critical", "warning", "info")) -> set[str]:
+    return {f["id"] for f in doc["findings"] if f["severity"] in severities}
+
+
+def problems(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    """(id, subject-or-service) of every warning or critical finding."""
+    return {(f["id"], f["service"] or f["subject"]) for f in doc["findings"] if f["severity"] != "info"}
+
+
+def by_id(doc: dict[str, Any], fid: str) -> list[dict[str, Any]]:
+    return [f for f in doc["findings"] if f["id"] == fid]
