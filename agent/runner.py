@@ -111,9 +111,6 @@ class Runner:
         ctx = CollectContext(cfg=self.cfg, deadline_s=0, kube_proxy=kp.data if kp else None,
                              kubelet=kl.data if kl else None)
         sources.update(self._run_phase(2, ctx))
-        for name in Snapshot.__dataclass_fields__:
-            if name not in sources and Snapshot.__dataclass_fields__[name].type.startswith("Source"):
-                sources[name] = Source(name=name, error="no collector configured")
         return Snapshot(node=self.cfg.node_name, taken_at=taken_at, agent_version=__version__, **sources)
 
     # checking ----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import socket
 from pyroute2 import IPRoute
 
 from agent.collect.base import CollectContext
-from agent.model import Bridge, BridgePort, Links
+from agent.model.links import Bridge, BridgePort, Links
 
 IFF_UP = 0x1
 IFF_PROMISC = 0x100

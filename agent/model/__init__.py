@@ -10,7 +10,16 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
+from agent.model.cluster import ClusterState
+from agent.model.cni import CniState
+from agent.model.iptables import IptablesState
+from agent.model.ipvs import IpvsState
+from agent.model.links import Bridge, BridgePort, Links
+from agent.model.nftables import NftablesState
 from agent.serial import from_jsonable, to_jsonable
+
+__all__ = ["Bridge", "BridgePort", "ClusterState", "CniState", "IptablesState", "IpvsState", "Links",
+           "NftablesState"]
 
 T = TypeVar("T")
 
@@ -84,30 +93,6 @@ class Sysctls:
 
 
 @dataclass
-class BridgePort:
-    name: str
-    index: int
-    hairpin: bool | None
-    peer_netns_id: int | None = None
-    kind: str | None = None  # veth, ...
-
-
-@dataclass
-class Bridge:
-    name: str
-    index: int
-    promiscuous: bool
-    up: bool
-    ports: list[BridgePort] = field(default_factory=list)
-
-
-@dataclass
-class Links:
-    bridges: list[Bridge] = field(default_factory=list)
-    interfaces: list[str] = field(default_factory=list)
-
-
-@dataclass
 class Snapshot:
     """Everything collected on one node at one time. Checks read only this."""
 
@@ -120,6 +105,12 @@ class Snapshot:
     conntrack: Source[ConntrackInfo]
     sysctl: Source[Sysctls]
     links: Source[Links]
+    # Areas added later default to "not collected" so older saved snapshots still load.
+    iptables: Source[IptablesState] = field(default_factory=lambda: Source("iptables", ok=True, absent=True))
+    nftables: Source[NftablesState] = field(default_factory=lambda: Source("nftables", ok=True, absent=True))
+    ipvs: Source[IpvsState] = field(default_factory=lambda: Source("ipvs", ok=True, absent=True))
+    cni: Source[CniState] = field(default_factory=lambda: Source("cni", ok=True, absent=True))
+    cluster: Source[ClusterState] = field(default_factory=lambda: Source("cluster", ok=True, absent=True))
 
     def sources(self) -> list[Source[Any]]:
         return [v for v in vars(self).values() if isinstance(v, Source)]

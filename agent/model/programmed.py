@@ -1,0 +1,49 @@
+"""What the node's proxy rules do, per Service port, whatever the proxy mode.
+
+This is the contract between the mode readers (iptables, nftables, IPVS: each turns its own snapshot
+data into a list of ProgrammedPort in agent/checks/programmed_<mode>.py) and the expected-vs-actual
+comparison (agent/checks/rules_*.py), which only ever sees this view. Keep it mode-independent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Dispatch kinds: how traffic enters a Service port on this node.
+CLUSTER_IP = "cluster_ip"
+EXTERNAL_IP = "external_ip"
+LOAD_BALANCER_IP = "load_balancer_ip"
+NODE_PORT = "node_port"
+HEALTH_CHECK_NODE_PORT = "health_check_node_port"
+
+# What the dispatch does with the traffic.
+TO_SERVICE = "service"  # on to the endpoint choice (KUBE-SVC/KUBE-EXT/KUBE-FW chain, vmap, virtual server)
+REJECT = "reject"  # "has no endpoints"
+DROP = "drop"  # "has no local endpoints" (traffic policy Local) or firewall
+ACCEPT = "accept"  # health check node port opened in the filter table
+
+
+@dataclass
+class Dispatch:
+    kind: str  # one of the dispatch kinds above
+    address: str  # "172.30.0.41:80", "[fd00::1]:80"; node ports as ":3001"
+    action: str  # TO_SERVICE | REJECT | DROP | ACCEPT
+    evidence: str  # the rule or map element that showed it, verbatim
+
+
+@dataclass
+class ProgrammedPort:
+    service: str  # kube-proxy's ServicePortName: "ns/name:portname", or "ns/name" for an unnamed port
+    protocol: str  # "tcp" | "udp" | "sctp"
+    family: int  # 4 | 6
+    dispatch: list[Dispatch] = field(default_factory=list)
+    endpoints: list[str] = field(default_factory=list)  # "ip:port" DNAT targets for cluster-wide traffic
+    local_endpoints: list[str] | None = None  # DNAT targets of the traffic-policy-Local chain, if one exists
+    affinity_seconds: int | None = None  # ClientIP session affinity timeout, when programmed
+    evidence: dict[str, str] = field(default_factory=dict)  # chain / map names that hold the above
+
+
+@dataclass
+class ProgrammedServices:
+    mode: str  # "iptables" | "nftables" | "ipvs"
+    ports: list[ProgrammedPort] = field(default_factory=list)
