@@ -9,6 +9,7 @@ namespace and deletes it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -188,15 +189,11 @@ class Node:
                 proc.kill()
         pids = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout.split()
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(pid), 9)
-            except (ProcessLookupError, ValueError):
-                pass
         for proc in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
         subprocess.run(["ip", "netns", "del", self.name], check=False)
 
 
