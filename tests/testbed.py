@@ -96,6 +96,30 @@ class Node:
         self.sysctl("net.ipv4.conf.all.route_localnet", 1)  # kube-proxy sets it for localhost NodePorts
         self.sysctl("net.bridge.bridge-nf-call-iptables", 1)
 
+    # rules ------------------------------------------------------------------------------------------
+    def iptables_restore(self, rules: str, backend: str = "legacy", *, noflush: bool = False,
+                         family: int = 4) -> None:
+        """Load an iptables-save/restore text with `iptables-<backend>-restore` (ip6tables for family 6)."""
+        tool = f"{'ip6tables' if family == 6 else 'iptables'}-{backend}-restore"
+        self.sh(tool, "-w", "5", *(["--noflush"] if noflush else []), input=rules)
+
+    def iptables_save(self, backend: str = "legacy") -> str:
+        return self.sh(f"iptables-{backend}-save").stdout
+
+    def nfacct_for_kube_proxy(self) -> None:
+        """The accounting objects the v1.3x fixtures reference (`-m nfacct`), as kube-proxy creates them."""
+        for name in ("ct_state_invalid_dropped_pkts", "localhost_nps_accepted_pkts"):
+            self.sh("nfacct", "add", name, check=False)
+
+    def nft_load(self, ruleset: str) -> None:
+        self.sh("nft", "-f", "-", input=ruleset)
+
+    def full_ruleset(self) -> str:
+        """Everything netfilter holds in this netns, for "a check changed nothing" assertions."""
+        legacy = self.sh("iptables-legacy-save", check=False).stdout
+        nft = self.sh("nft", "list", "ruleset", check=False).stdout
+        return _strip_save_comments(legacy) + "\n----\n" + nft
+
     # stand-in processes -------------------------------------------------------------------------------
     def spawn_standin(self, binary: str, argv0: str, args: list[str], *, files: dict[str, Path] | None = None,
                       hide: list[str] | None = None, path: str = BIN_PATH) -> subprocess.Popen[Any]:
@@ -195,6 +219,11 @@ class Node:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
         subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+
+def _strip_save_comments(text: str) -> str:
+    """iptables-save prints a timestamp in its header/footer comments: drop them, keep the rules."""
+    return "\n".join(line for line in text.splitlines() if not line.startswith("#"))
 
 
 def ids(doc: dict[str, Any], *, severities: tuple[str, ...] = ("critical", "warning", "info")) -> set[str]:
