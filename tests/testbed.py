@@ -207,6 +207,26 @@ class Node:
             raise AssertionError(f"svcdoctor check exited {res.returncode}: {res.stderr}")
         return res.returncode, json.loads(res.stdout)
 
+    def serve(self, *args: str, port: int = 9100) -> subprocess.Popen[str]:
+        """`svcdoctor serve` in this netns; returns once /healthz answers with a completed check."""
+        proc = subprocess.Popen(self.argv(PY, "-m", "agent", "serve", "--node-name", "test-node", "--port", str(port),
+                                          *args), cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.procs.append(proc)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"serve exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+            res = self.sh(PY, str(STANDINS / "http_get.py"), f"http://127.0.0.1:{port}/healthz", check=False)
+            if res.returncode == 0 and json.loads(res.stdout)[0]["body"] == "ok\n":
+                return proc
+            time.sleep(0.1)  # polling for readiness, bounded by the deadline
+        raise AssertionError("svcdoctor serve did not become ready")
+
+    def http(self, *urls: str) -> list[dict[str, Any]]:
+        """GET each URL from inside the netns: [{"url", "status", "body"}]."""
+        res: list[dict[str, Any]] = json.loads(self.sh(PY, str(STANDINS / "http_get.py"), *urls).stdout)
+        return res
+
     def destroy(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
