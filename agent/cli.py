@@ -14,6 +14,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.catalogue import load
+from agent.collect.cluster import ClusterProvider, FileProvider
 from agent.config import DEFAULT_PORT, Config
 from agent.model import SEVERITIES, Severity, Snapshot
 from agent.report import text
@@ -68,6 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="how long one source may take before it is reported as failed (default 20s)")
     common.add_argument("--severity", action="append", type=_severity_override, default=[],
                         metavar="ID=LEVEL", help="re-grade a finding id (repeatable)")
+    common.add_argument("--cluster-state", type=Path, metavar="FILE",
+                        help="compare with `kubectl get services,endpointslices,nodes,pods -A -o json` output "
+                             "instead of the live API")
+    common.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"), metavar="FILE",
+                        help="kubeconfig for the API server (env KUBECONFIG; default: in-cluster config)")
+    common.add_argument("--no-api", dest="api", action="store_false",
+                        help="never contact the API server (node-only checks)")
+    common.add_argument("--grace", type=_duration, default=None, metavar="DURATION",
+                        help="ignore rule differences younger than this (default: twice kube-proxy's sync "
+                             "period; 0 turns it off)")
+    common.add_argument("--api-max-stale", type=_duration, default=300.0, metavar="DURATION",
+                        help="how long the last good API state stands in while the API is unreachable (5m)")
     common.add_argument("-v", "--verbose", action="store_true")
 
     p = argparse.ArgumentParser(prog="svcdoctor", description=__doc__)
@@ -90,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from(args: argparse.Namespace) -> Config:
     kwargs: dict[str, object] = {
         "proc": args.proc, "sys": args.sys, "root": args.host_root, "source_timeout_s": args.source_timeout,
-        "severity_overrides": dict(args.severity),
+        "severity_overrides": dict(args.severity), "grace_s": args.grace, "cluster_state": args.cluster_state,
+        "kubeconfig": Path(args.kubeconfig) if args.kubeconfig else None, "api": args.api,
+        "api_max_stale_s": args.api_max_stale,
     }
     if args.node_name:
         kwargs["node_name"] = args.node_name
@@ -99,14 +114,37 @@ def config_from(args: argparse.Namespace) -> Config:
     return Config(**kwargs)  # type: ignore[arg-type]
 
 
+def cluster_provider(cfg: Config, *, live: bool) -> ClusterProvider | None:
+    """Where the expected state comes from: a file, the live API (in-cluster or kubeconfig), or nowhere."""
+    if cfg.cluster_state is not None:
+        return FileProvider(cfg.cluster_state, cfg.node_name)
+    if not cfg.api or (cfg.kubeconfig is None and not os.environ.get("KUBERNETES_SERVICE_HOST")):
+        return None
+    from agent.collect.kubeapi import KubeApiProvider, api_client_from
+
+    try:
+        client, origin = api_client_from(str(cfg.kubeconfig) if cfg.kubeconfig else None)
+    except Exception as exc:  # the kubernetes client raises its own ConfigException, and OSError
+        raise UsageError(f"cannot load API server configuration: {exc}") from exc
+    provider = KubeApiProvider(client, cfg.node_name, origin, max_stale_s=cfg.api_max_stale_s)
+    if live:
+        provider.start()
+    else:
+        provider.sync_once(timeout_s=cfg.source_timeout_s)
+    return provider
+
+
 def cmd_check(args: argparse.Namespace, cfg: Config) -> int:
-    runner = Runner(cfg)
     if args.from_file:
+        runner = Runner(cfg)
         try:
             snap = Snapshot.from_json(args.from_file.read_text())
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise UsageError(f"cannot read snapshot {args.from_file}: {exc}") from exc
+        if args.grace is not None:
+            snap.settings.grace_s = args.grace
     else:
+        runner = Runner(cfg, cluster=cluster_provider(cfg, live=False))
         snap = runner.collect()
     if args.snapshot_out:
         try:
@@ -125,7 +163,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     from agent.serve import PortInUse, serve
 
     try:
-        serve(Runner(cfg), cfg.listen, cfg.port, cfg.interval_s)
+        serve(Runner(cfg, cluster=cluster_provider(cfg, live=True)), cfg.listen, cfg.port, cfg.interval_s)
     except PortInUse as exc:
         raise UsageError(str(exc)) from exc
     return EXIT_OK

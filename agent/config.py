@@ -29,6 +29,11 @@ class Config:
     port: int = DEFAULT_PORT
     interval_s: float = 30.0
     severity_overrides: dict[str, Severity] = field(default_factory=dict)
+    grace_s: float | None = None  # None: twice kube-proxy's sync period
+    cluster_state: Path | None = None  # kubectl JSON instead of the live API
+    kubeconfig: Path | None = None  # None: in-cluster config when KUBERNETES_SERVICE_HOST is set
+    api: bool = True  # False: never contact the API server
+    api_max_stale_s: float = 300.0  # how long the last good API state may stand in while the API is down
 
     def host(self, path: str) -> Path:
         """A host path, under the configured host root."""

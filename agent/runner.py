@@ -20,8 +20,9 @@ from agent.checks import CHECKS, CheckFunc
 from agent.checks.mode import decide_mode
 from agent.collect import COLLECTORS, Collector
 from agent.collect.base import Absent, CollectContext
+from agent.collect.cluster import ClusterProvider
 from agent.config import Config
-from agent.model import Finding, Snapshot, Source
+from agent.model import CheckSettings, Finding, Snapshot, Source
 
 SOURCE_FIELDS = frozenset(name for name, f in Snapshot.__dataclass_fields__.items() if str(f.type).startswith("Source"))
 
@@ -46,8 +47,9 @@ class _Call:
 
 class Runner:
     def __init__(self, cfg: Config, collectors: tuple[Collector, ...] = COLLECTORS,
-                 checks: tuple[CheckFunc, ...] = CHECKS) -> None:
+                 checks: tuple[CheckFunc, ...] = CHECKS, cluster: ClusterProvider | None = None) -> None:
         self.cfg = cfg
+        self.cluster = cluster
         self.collectors = collectors
         self.checks = checks
         self._hung: dict[str, _Call] = {}
@@ -96,7 +98,7 @@ class Runner:
                 started.append((col, None, time.monotonic() - hung.started))
                 continue
             ctx = CollectContext(cfg=self.cfg, deadline_s=timeout, kube_proxy=ctx_base.kube_proxy,
-                                 kubelet=ctx_base.kubelet)
+                                 kubelet=ctx_base.kubelet, cluster=self.cluster)
             started.append((col, self._start(col, ctx), timeout))
         out: dict[str, Source[Any]] = {}
         for col, call, value in started:
@@ -115,7 +117,8 @@ class Runner:
         sources.update(self._run_phase(2, ctx))
         for name in SOURCE_FIELDS - sources.keys():  # a runner with a subset of collectors (tests, replays)
             sources[name] = Source(name=name, ok=True, absent=True, note="not collected by this runner")
-        return Snapshot(node=self.cfg.node_name, taken_at=taken_at, agent_version=__version__, **sources)
+        return Snapshot(node=self.cfg.node_name, taken_at=taken_at, agent_version=__version__,
+                        settings=CheckSettings(grace_s=self.cfg.grace_s), **sources)
 
     # checking ----------------------------------------------------------------------------------------
     def check(self, snap: Snapshot) -> Report:

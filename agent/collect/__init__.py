@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.collect import conntrack, kubeproxy_http, links, process, sysctl
+from agent.collect import cluster, cni, conntrack, kubeproxy_http, links, process, sysctl
 from agent.collect.base import CollectContext
 
 
@@ -30,4 +30,6 @@ COLLECTORS: tuple[Collector, ...] = (
     Collector("conntrack", conntrack.collect),
     Collector("sysctl", sysctl.collect),
     Collector("links", links.collect),
+    Collector("cni", cni.collect),
+    Collector("cluster", cluster.collect),
 )

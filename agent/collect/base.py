@@ -6,6 +6,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.config import Config
 from agent.model import ProcessInfo
@@ -26,6 +27,7 @@ class CollectContext:
     deadline_s: float  # seconds this collector may take; subprocesses get what is left
     kube_proxy: ProcessInfo | None = None  # phase-1 result, for collectors that follow kube-proxy's settings
     kubelet: ProcessInfo | None = None
+    cluster: Any = None  # a ClusterProvider (agent/collect/cluster.py) when cluster state is configured
 
 
 def run_command(argv: list[str], timeout_s: float, *, env: dict[str, str] | None = None) -> str:

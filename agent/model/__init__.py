@@ -93,6 +93,13 @@ class Sysctls:
 
 
 @dataclass
+class CheckSettings:
+    """Settings that change what the checks conclude; saved in the snapshot so a replay judges the same."""
+
+    grace_s: float | None = None  # rules.* differences younger than this are not reported; None: 2x sync period
+
+
+@dataclass
 class Snapshot:
     """Everything collected on one node at one time. Checks read only this."""
 
@@ -111,6 +118,7 @@ class Snapshot:
     ipvs: Source[IpvsState] = field(default_factory=lambda: Source("ipvs", ok=True, absent=True))
     cni: Source[CniState] = field(default_factory=lambda: Source("cni", ok=True, absent=True))
     cluster: Source[ClusterState] = field(default_factory=lambda: Source("cluster", ok=True, absent=True))
+    settings: CheckSettings = field(default_factory=CheckSettings)
 
     def sources(self) -> list[Source[Any]]:
         return [v for v in vars(self).values() if isinstance(v, Source)]

@@ -47,3 +47,4 @@ class ProgrammedPort:
 class ProgrammedServices:
     mode: str  # "iptables" | "nftables" | "ipvs"
     ports: list[ProgrammedPort] = field(default_factory=list)
+    families: list[int] = field(default_factory=lambda: [4])  # the IP families the reader looked at

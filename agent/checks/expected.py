@@ -1,0 +1,162 @@
+"""What kube-proxy on this node should have programmed, per Service port and IP family.
+
+Follows kube-proxy's own rules: pkg/proxy/endpointslicecache.go (merge a Service's slices, first
+address of each endpoint) and pkg/proxy/topology.go CategorizeEndpoints (ready endpoints, else
+serving-and-terminating ones; traffic policy Local uses only this node's endpoints), and the proxiers'
+choice between jumping to the Service, REJECT "has no endpoints" and DROP "has no local endpoints".
+Pure functions over the compact cluster model; no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from agent.model.cluster import ClusterState, EndpointSpec, ServicePortSpec, ServiceSpec
+from agent.model.programmed import (
+    CLUSTER_IP,
+    DROP,
+    EXTERNAL_IP,
+    LOAD_BALANCER_IP,
+    NODE_PORT,
+    REJECT,
+    TO_SERVICE,
+)
+
+
+@dataclass
+class ExpectedPort:
+    service: str  # kube-proxy's ServicePortName: "ns/name:port" ("ns/name" for an unnamed port)
+    namespace: str
+    name: str
+    port_name: str
+    protocol: str  # lower case, as the rule readers give it
+    family: int
+    dispatch: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, address) -> action
+    cluster_endpoints: set[str] | None = None  # None: the Service uses no cluster-wide endpoint chain
+    local_endpoints: set[str] | None = None  # None: no traffic-policy-Local chain
+    usable_endpoints: set[str] = field(default_factory=set)  # every endpoint kube-proxy could pick
+    topology_filtered: bool = False  # zone hints may make kube-proxy program a subset of usable endpoints
+    affinity_seconds: int | None = None
+    last_change: float | None = None
+
+
+def port_name(ns: str, name: str, port: str) -> str:
+    return f"{ns}/{name}:{port}" if port else f"{ns}/{name}"
+
+
+def family_of(ip: str) -> int:
+    return 6 if ":" in ip else 4
+
+
+def hostport(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def skipped(svc: ServiceSpec) -> bool:
+    """kube-proxy's ShouldSkipService: headless, ExternalName and IP-less Services get no rules."""
+    return svc.type == "ExternalName" or not svc.cluster_ips or svc.cluster_ips[0] in ("None", "")
+
+
+def _externally_accessible(svc: ServiceSpec, sp: ServicePortSpec) -> bool:
+    return bool(sp.node_port) or bool(svc.external_ips) or bool(svc.load_balancer_ips)
+
+
+@dataclass
+class _Ep:
+    addr: str  # ip:port
+    spec: EndpointSpec
+
+
+def _endpoints_for(state: ClusterState, svc: ServiceSpec, sp: ServicePortSpec, family: int) -> list[_Ep]:
+    want_type = "IPv6" if family == 6 else "IPv4"
+    seen: dict[str, _Ep] = {}
+    for sl in state.slices:
+        if sl.namespace != svc.namespace or sl.service != svc.name or sl.address_type != want_type:
+            continue
+        ports = [p for p in sl.ports if p.name == sp.name and p.protocol == sp.protocol]
+        if not ports:
+            continue
+        for ep in sl.endpoints:
+            addr = hostport(ep.address, ports[0].port)
+            seen.setdefault(addr, _Ep(addr, ep))
+    return list(seen.values())
+
+
+def _categorize(svc: ServiceSpec, sp: ServicePortSpec, eps: list[_Ep], node: str
+                ) -> tuple[set[str] | None, set[str] | None, bool, set[str]]:
+    """(cluster endpoints, local endpoints, has any usable endpoint, usable endpoints) as CategorizeEndpoints."""
+    external = _externally_accessible(svc, sp)
+    ext_local = external and svc.external_traffic_policy == "Local"
+    int_local = svc.internal_traffic_policy == "Local"
+    uses_cluster = not int_local or (external and not ext_local)
+    uses_local = int_local or ext_local
+
+    def local(e: _Ep) -> bool:
+        return e.spec.node_name is not None and e.spec.node_name == node
+
+    ready = {e.addr for e in eps if e.spec.ready}
+    serving_term = {e.addr for e in eps if not e.spec.ready and e.spec.serving and e.spec.terminating}
+    usable = ready or serving_term
+    cluster: set[str] | None = None
+    has_any = False
+    if uses_cluster:
+        cluster = set(ready) or set(serving_term)
+        has_any = bool(cluster)
+    local_eps: set[str] | None = None
+    if uses_local:
+        has_any = has_any or bool(ready) or bool(serving_term)
+        local_ready = {e.addr for e in eps if local(e) and e.spec.ready}
+        local_term = {e.addr for e in eps if local(e) and not e.spec.ready and e.spec.serving and e.spec.terminating}
+        local_eps = local_ready or local_term
+    return cluster, local_eps, has_any, usable
+
+
+def expected_ports(state: ClusterState, node: str) -> list[ExpectedPort]:
+    out: list[ExpectedPort] = []
+    last_by_service: dict[tuple[str, str], float] = {}
+    for sl in state.slices:
+        if sl.last_change is not None:
+            key = (sl.namespace, sl.service)
+            last_by_service[key] = max(last_by_service.get(key, 0.0), sl.last_change)
+    for svc in state.services:
+        if skipped(svc):
+            continue
+        for sp in svc.ports:
+            for family in sorted({family_of(ip) for ip in svc.cluster_ips}):
+                out.append(_expect(state, svc, sp, family, node, last_by_service))
+    return out
+
+
+def _expect(state: ClusterState, svc: ServiceSpec, sp: ServicePortSpec, family: int, node: str,
+            last_by_service: dict[tuple[str, str], float]) -> ExpectedPort:
+    eps = _endpoints_for(state, svc, sp, family)
+    cluster, local, has_any, usable = _categorize(svc, sp, eps, node)
+    int_local = svc.internal_traffic_policy == "Local"
+    ext_local = _externally_accessible(svc, sp) and svc.external_traffic_policy == "Local"
+    has_internal = has_any and not (int_local and not local)
+    has_external = has_any and not (ext_local and not local)
+
+    def action(has: bool) -> str:
+        return TO_SERVICE if has else (REJECT if not has_any else DROP)
+
+    exp = ExpectedPort(
+        service=port_name(svc.namespace, svc.name, sp.name), namespace=svc.namespace, name=svc.name,
+        port_name=sp.name, protocol=sp.protocol.lower(), family=family,
+        cluster_endpoints=cluster, local_endpoints=local, usable_endpoints=usable,
+        topology_filtered=svc.topology_aware and any(e.spec.hint_zones for e in eps),
+        affinity_seconds=svc.session_affinity_seconds,
+        last_change=max([t for t in (svc.last_change, last_by_service.get((svc.namespace, svc.name)))
+                         if t is not None], default=None),
+    )
+    for ip in svc.cluster_ips:
+        if family_of(ip) == family:
+            exp.dispatch[(CLUSTER_IP, hostport(ip, sp.port))] = action(has_internal)
+    for ip in svc.external_ips:
+        if family_of(ip) == family:
+            exp.dispatch[(EXTERNAL_IP, hostport(ip, sp.port))] = action(has_external)
+    for ip in svc.load_balancer_ips:
+        if family_of(ip) == family:
+            exp.dispatch[(LOAD_BALANCER_IP, hostport(ip, sp.port))] = action(has_external)
+    if sp.node_port:
+        exp.dispatch[(NODE_PORT, f":{sp.node_port}")] = action(has_external)
+    return exp
