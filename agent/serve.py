@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from agent.persistence import LagTracker, Persistence
 from agent.report.document import BadFilter, document, parse_filters
 from agent.report.metrics import ReportCollector
 from agent.runner import Report, Runner
@@ -38,6 +39,8 @@ class State:
         self._ok = 0
         self._crashed = 0
         self.last_attempt = 0.0
+        self.persistence = Persistence()
+        self.lag = LagTracker()
 
     def publish(self, report: Report) -> None:
         with self._lock:
@@ -68,7 +71,9 @@ class Scheduler(threading.Thread):
             started = time.monotonic()
             self.state.last_attempt = time.time()
             try:
-                self.state.publish(self.runner.run_once())
+                report = self.state.persistence.filter(self.runner.run_once())
+                self.state.lag.observe(report)
+                self.state.publish(report)
             except Exception:  # keep serving the last good result; the counter shows the crash
                 log.exception("check run crashed")
                 self.state.crashed()
@@ -128,7 +133,7 @@ class Server(ThreadingHTTPServer):
 
 def bind(listen: str, port: int, state: State, stale_after_s: float) -> Server:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ReportCollector(state.latest, state.runs))
+    registry.register(ReportCollector(state.latest, state.runs, state.lag.snapshot))
     try:
         return Server((listen, port), make_handler(state, registry, stale_after_s))
     except OSError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from agent.model.cluster import ClusterState, EndpointSpec, ServicePortSpec, ServiceSpec
+from agent.model.cluster import ClusterState, EndpointSpec, ServicePortSpec, ServiceSpec, SliceSpec
 from agent.model.programmed import (
     CLUSTER_IP,
     DROP,
@@ -67,11 +67,14 @@ class _Ep:
     spec: EndpointSpec
 
 
-def _endpoints_for(state: ClusterState, svc: ServiceSpec, sp: ServicePortSpec, family: int) -> list[_Ep]:
+SlicesByService = dict[tuple[str, str], list[SliceSpec]]
+
+
+def _endpoints_for(slices: SlicesByService, svc: ServiceSpec, sp: ServicePortSpec, family: int) -> list[_Ep]:
     want_type = "IPv6" if family == 6 else "IPv4"
     seen: dict[str, _Ep] = {}
-    for sl in state.slices:
-        if sl.namespace != svc.namespace or sl.service != svc.name or sl.address_type != want_type:
+    for sl in slices.get((svc.namespace, svc.name), ()):
+        if sl.address_type != want_type:
             continue
         ports = [p for p in sl.ports if p.name == sp.name and p.protocol == sp.protocol]
         if not ports:
@@ -114,7 +117,9 @@ def _categorize(svc: ServiceSpec, sp: ServicePortSpec, eps: list[_Ep], node: str
 def expected_ports(state: ClusterState, node: str) -> list[ExpectedPort]:
     out: list[ExpectedPort] = []
     last_by_service: dict[tuple[str, str], float] = {}
+    slices: SlicesByService = {}
     for sl in state.slices:
+        slices.setdefault((sl.namespace, sl.service), []).append(sl)
         if sl.last_change is not None:
             key = (sl.namespace, sl.service)
             last_by_service[key] = max(last_by_service.get(key, 0.0), sl.last_change)
@@ -123,13 +128,13 @@ def expected_ports(state: ClusterState, node: str) -> list[ExpectedPort]:
             continue
         for sp in svc.ports:
             for family in sorted({family_of(ip) for ip in svc.cluster_ips}):
-                out.append(_expect(state, svc, sp, family, node, last_by_service))
+                out.append(_expect(slices, svc, sp, family, node, last_by_service))
     return out
 
 
-def _expect(state: ClusterState, svc: ServiceSpec, sp: ServicePortSpec, family: int, node: str,
+def _expect(slices: SlicesByService, svc: ServiceSpec, sp: ServicePortSpec, family: int, node: str,
             last_by_service: dict[tuple[str, str], float]) -> ExpectedPort:
-    eps = _endpoints_for(state, svc, sp, family)
+    eps = _endpoints_for(slices, svc, sp, family)
     cluster, local, has_any, usable = _categorize(svc, sp, eps, node)
     int_local = svc.internal_traffic_policy == "Local"
     ext_local = _externally_accessible(svc, sp) and svc.external_traffic_policy == "Local"

@@ -1,0 +1,61 @@
+"""serve's memory between checks: rules.* findings must persist; programming lag is observed once per change."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from agent.catalogue import finding
+from agent.model import Finding
+from agent.model.cluster import ClusterState, EndpointSpec, ServicePortSpec, ServiceSpec, SlicePort, SliceSpec
+from agent.persistence import LagTracker, Persistence
+from agent.runner import Report
+from tests.snapshots import NOW, healthy
+
+
+def _report(*findings: Finding, cluster: ClusterState | None = None, at: float = NOW) -> Report:
+    snap = healthy(cluster=cluster) if cluster else healthy()
+    snap.taken_at = at
+    return Report(snapshot=snap, findings=tuple(findings), proxy_mode="iptables", generated_at=at)
+
+
+MISSING = finding("rules.endpoint_missing", "ns1/svc1:p80", service="ns1/svc1:p80",
+                  evidence={"mode": "iptables", "chain": "KUBE-SVC-X", "endpoint": "10.0.0.1:80", "actual": []})
+FORWARD = finding("node.ip_forward_disabled", "n", evidence={"file": "f", "value": "0"})
+
+
+def test_rules_finding_needs_two_consecutive_checks() -> None:
+    p = Persistence()
+    assert p.filter(_report(MISSING, FORWARD)).findings == (FORWARD,)  # node findings are never held back
+    assert p.filter(_report(MISSING, FORWARD)).findings == (MISSING, FORWARD)
+
+
+def test_a_difference_that_disappears_is_never_reported() -> None:
+    p = Persistence()
+    p.filter(_report(MISSING))
+    assert p.filter(_report()).findings == ()
+    assert p.filter(_report(MISSING)).findings == ()
+
+
+def test_a_changed_difference_starts_over() -> None:
+    p = Persistence()
+    p.filter(_report(MISSING))
+    other = dataclasses.replace(MISSING, evidence={**MISSING.evidence, "endpoint": "10.0.0.2:80"})
+    assert p.filter(_report(other)).findings == ()
+
+
+def _cluster(change: float) -> ClusterState:
+    return ClusterState(origin="t", fetched_at=change, services=[ServiceSpec(
+        "ns1", "svc1", "ClusterIP", cluster_ips=["172.30.0.41"], ports=[ServicePortSpec("p80", "TCP", 80)])],
+        slices=[SliceSpec("ns1", "svc1-a", "svc1", "IPv4", ports=[SlicePort("p80", 80, "TCP")],
+                          endpoints=[EndpointSpec("10.0.0.1")], last_change=change)])
+
+
+def test_lag_observed_when_rules_first_match_after_a_change() -> None:
+    lag = LagTracker()
+    lag.observe(_report(MISSING, cluster=_cluster(NOW - 40), at=NOW))  # out of sync: not yet
+    assert lag.count == 0
+    lag.observe(_report(cluster=_cluster(NOW - 40), at=NOW + 30))  # in sync 70 s after the change
+    lag.observe(_report(cluster=_cluster(NOW - 40), at=NOW + 60))  # same change: not counted again
+    buckets, total = lag.snapshot()
+    assert (lag.count, total) == (1, 70.0)
+    assert dict(buckets)["60.0"] == 0 and dict(buckets)["120.0"] == 1 and dict(buckets)["+Inf"] == 1
