@@ -86,7 +86,8 @@ def main() -> None:
         t0 = time.perf_counter()
         exp = expected_ports(state, NODE)
         prog = {p.service: ProgrammedPort(p.service, p.protocol, p.family,
-                                          dispatch=[Dispatch(k, addr, act, "") for (k, addr), act in p.dispatch.items()],
+                                          dispatch=[Dispatch(k, addr, act, "")
+                                                    for (k, addr), act in p.dispatch.items()],
                                           endpoints=sorted(p.cluster_endpoints or ())) for p in exp}
         t0 = time.perf_counter()
         found = [f for p in exp for f in compare_port(p, prog[p.service], "iptables")]
