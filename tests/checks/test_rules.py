@@ -1,0 +1,156 @@
+"""The expected-vs-actual comparison, mode-independent: each fault gives exactly its finding.
+
+The programmed side here is built from the expected side (a node whose rules match the API) and then
+broken one way per test; the same faults on real rule sets loaded into a netns are in
+tests/integration/test_rules_iptables.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from agent.checks.expected import ExpectedPort, expected_ports
+from agent.checks.rules import compare
+from agent.kubeobjects import state_from_items
+from agent.model.programmed import REJECT, TO_SERVICE, Dispatch, ProgrammedPort, ProgrammedServices
+from tests.testbed import FIXTURES
+
+OVERALL = FIXTURES / "iptables" / "v1.3x_TestOverallIPTablesRules.cluster.json"
+NODE = "test-node"
+
+
+def cluster_items() -> list[dict[str, Any]]:
+    return list(json.loads(OVERALL.read_text())["items"])
+
+
+def expected(items: list[dict[str, Any]] | None = None) -> list[ExpectedPort]:
+    return expected_ports(state_from_items(items or cluster_items(), NODE, "t", 0), NODE)
+
+
+def matching_view(exp: list[ExpectedPort]) -> ProgrammedServices:
+    """What a node whose rules match the API looks like in the mode-independent view."""
+    return ProgrammedServices("iptables", [ProgrammedPort(
+        e.service, e.protocol, e.family,
+        dispatch=[Dispatch(k, a, act, f"rule for {a}") for (k, a), act in e.dispatch.items()],
+        endpoints=sorted(e.cluster_endpoints or ()),
+        local_endpoints=sorted(e.local_endpoints) if e.local_endpoints else None,
+        evidence={"cluster": f"KUBE-SVC-{e.name}"}) for e in exp])
+
+
+def found(exp: list[ExpectedPort], view: ProgrammedServices) -> set[tuple[str, str]]:
+    return {(f.id, f.service or f.subject) for f in compare(exp, view)}
+
+
+def port(view: ProgrammedServices, service: str) -> ProgrammedPort:
+    return next(p for p in view.ports if p.service == service)
+
+
+def test_matching_rules_give_no_findings() -> None:
+    exp = expected()
+    assert found(exp, matching_view(exp)) == set()
+
+
+def test_missing_cluster_ip_dispatch_is_service_missing() -> None:
+    exp = expected()
+    view = matching_view(exp)
+    p = port(view, "ns1/svc1:p80")
+    p.dispatch = [d for d in p.dispatch if d.kind != "cluster_ip"]
+    assert found(exp, view) == {("rules.service_missing", "ns1/svc1:p80")}
+
+
+def test_dropped_endpoint_is_endpoint_missing() -> None:
+    exp = expected()
+    view = matching_view(exp)
+    port(view, "ns4/svc4:p80").endpoints.remove("10.180.0.5:80")
+    (f,) = compare(exp, view)
+    assert (f.id, f.service, f.evidence["endpoint"]) == ("rules.endpoint_missing", "ns4/svc4:p80", "10.180.0.5:80")
+    assert f.evidence["chain"] == "KUBE-SVC-svc4"
+
+
+def test_endpoint_only_in_the_api_is_endpoint_missing() -> None:
+    items = cluster_items()
+    view = matching_view(expected(items))
+    sl = next(i for i in items if i["kind"] == "EndpointSlice" and i["metadata"]["name"].startswith("svc1"))
+    sl["endpoints"].append({"addresses": ["10.180.0.9"]})
+    assert found(expected(items), view) == {("rules.endpoint_missing", "ns1/svc1:p80")}
+
+
+def test_deleted_service_leaves_service_stale() -> None:
+    items = cluster_items()
+    view = matching_view(expected(items))
+    items = [i for i in items if not (i["kind"] == "Service" and i["metadata"]["name"] == "svc3")]
+    assert found(expected(items), view) == {("rules.service_stale", "ns3/svc3:p80")}
+
+
+def test_changed_endpoint_port_is_port_mismatch_not_missing_plus_stale() -> None:
+    items = cluster_items()
+    view = matching_view(expected(items))
+    sl = next(i for i in items if i["kind"] == "EndpointSlice" and i["metadata"]["name"].startswith("svc1"))
+    sl["ports"][0]["port"] = 8080
+    (f,) = compare(expected(items), view)
+    assert (f.id, f.evidence["endpoint"], f.evidence["programmed"]) == (
+        "rules.endpoint_port_mismatch", "10.180.0.1:8080", "10.180.0.1:80")
+
+
+def test_reject_while_endpoints_exist_is_reject_stale() -> None:
+    exp = expected()
+    view = matching_view(exp)
+    p = port(view, "ns1/svc1:p80")
+    p.dispatch = [Dispatch(d.kind, d.address, REJECT, "has no endpoints") for d in p.dispatch]
+    p.endpoints = []
+    assert found(exp, view) == {("rules.reject_stale", "ns1/svc1:p80"), ("rules.endpoint_missing", "ns1/svc1:p80")}
+
+
+def test_missing_reject_is_reject_missing() -> None:
+    exp = expected()
+    view = matching_view(exp)
+    port(view, "ns6/svc6:p80").dispatch = []
+    assert found(exp, view) == {("rules.reject_missing", "ns6/svc6:p80")}
+
+
+def test_not_ready_endpoint_still_programmed_is_endpoint_stale() -> None:
+    items = cluster_items()
+    view = matching_view(expected(items))
+    sl = next(i for i in items if i["kind"] == "EndpointSlice" and i["metadata"]["name"].startswith("svc4"))
+    sl["endpoints"][1]["conditions"] = {"ready": False}
+    (f,) = compare(expected(items), view)
+    assert (f.id, f.service, f.evidence["endpoint"]) == ("rules.endpoint_stale", "ns4/svc4:p80", "10.180.0.5:80")
+
+
+def test_topology_filtered_subset_is_accepted_but_foreign_endpoint_is_not() -> None:
+    items = copy.deepcopy(cluster_items())
+    svc4 = next(i for i in items if i["kind"] == "Service" and i["metadata"]["name"] == "svc4")
+    svc4["spec"]["trafficDistribution"] = "PreferClose"
+    sl = next(i for i in items if i["kind"] == "EndpointSlice" and i["metadata"]["name"].startswith("svc4"))
+    for e, zone in zip(sl["endpoints"], ("zone-a", "zone-b"), strict=True):
+        e["hints"] = {"forZones": [{"name": zone}]}
+    exp = expected(items)
+    view = matching_view(exp)
+    port(view, "ns4/svc4:p80").endpoints = ["10.180.0.4:80"]  # only this node's zone
+    assert found(exp, view) == set()
+    port(view, "ns4/svc4:p80").endpoints = ["10.180.0.4:80", "10.99.0.1:80"]
+    assert found(exp, view) == {("rules.endpoint_stale", "ns4/svc4:p80")}
+
+
+def test_families_not_read_are_not_judged() -> None:
+    exp = expected()
+    view = matching_view(exp)
+    view.families = [6]
+    assert found(exp, view) == set()
+
+
+@pytest.mark.parametrize("settle", [True, False])
+def test_grace_suppresses_settling_ports(settle: bool) -> None:
+    exp = expected()
+    view = matching_view(exp)
+    port(view, "ns1/svc1:p80").endpoints = []
+    got = {(f.id, f.service) for f in compare(exp, view, lambda e: settle and e.service == "ns1/svc1:p80")}
+    assert got == (set() if settle else {("rules.endpoint_missing", "ns1/svc1:p80")})
+
+
+def test_dispatch_action_constants_are_the_contract() -> None:
+    assert (TO_SERVICE, REJECT) == ("service", "reject")
