@@ -73,6 +73,7 @@ class Node:
         self.name = f"svcd-{secrets.token_hex(4)}"
         self.tmp = tmp
         self.procs: list[subprocess.Popen[Any]] = []
+        self.pod_namespaces: list[str] = []  # `pod_on_bridge` namespaces, deleted with the node
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         self.sh("ip", "link", "set", "lo", "up")
 
@@ -196,6 +197,33 @@ class Node:
                      config=DATA / "kubeadm" / "kubelet-config.yaml")
         self.kube_proxy_http(*http_args)
 
+    # bridges and pods -------------------------------------------------------------------------------
+    def bridge(self, name: str, *, promisc: bool = False) -> None:
+        """A Linux bridge as kubenet (cbr0) or the CNI bridge plugin (cni0) creates it."""
+        self.sh("ip", "link", "add", name, "type", "bridge")
+        self.sh("ip", "link", "set", name, "promisc", "on" if promisc else "off", "up")
+
+    def pod_on_bridge(self, bridge: str, ip: str, *, hairpin: bool, sandbox: bool = False) -> tuple[str, str]:
+        """A pod as the bridge plugin wires it: its own netns `svcd-<8 hex>` with eth0 at `ip`/24, the
+        veth's host end on `bridge` with hairpin on or off. `sandbox` starts a pause process in it (the
+        pod's infra container), so it is also found through /proc. Returns (host interface, pod netns)."""
+        pod = f"svcd-{secrets.token_hex(4)}"
+        port = f"veth{secrets.token_hex(4)}"
+        subprocess.run(["ip", "netns", "add", pod], check=True)
+        self.pod_namespaces.append(pod)
+        self.sh("ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", pod)
+        self.sh("ip", "link", "set", port, "master", bridge, "up")
+        self.sh("ip", "link", "set", port, "type", "bridge_slave", "hairpin", "on" if hairpin else "off")
+        for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{ip}/24", "dev", "eth0"],
+                    ["ip", "link", "set", "eth0", "up"]):
+            subprocess.run(["ip", "netns", "exec", pod, *cmd], check=True)
+        if sandbox:
+            proc = subprocess.Popen(["ip", "netns", "exec", pod, str(standin_binary("pause"))],
+                                    stdin=subprocess.DEVNULL)
+            self.procs.append(proc)
+            self._wait_exec(proc, "pause")
+        return port, pod
+
     # svcdoctor ----------------------------------------------------------------------------------------
     def svcdoctor(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv(PY, "-m", "agent", *args), capture_output=True, text=True,
@@ -239,6 +267,8 @@ class Node:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
         subprocess.run(["ip", "netns", "del", self.name], check=False)
+        for pod in self.pod_namespaces:
+            subprocess.run(["ip", "netns", "del", pod], check=False)
 
 
 def _strip_save_comments(text: str) -> str:

@@ -66,6 +66,7 @@ def _compare_endpoints(exp: ExpectedPort, prog: ProgrammedPort, mode: str, chain
 
 def compare_port(exp: ExpectedPort, prog: ProgrammedPort | None, mode: str) -> Iterator[Finding]:
     have = {(d.kind, d.address): d for d in prog.dispatch} if prog else {}
+    rejected = False
     for (kind, address), want in sorted(exp.dispatch.items()):
         got = have.get((kind, address))
         ev = {"mode": mode, "kind": kind, "address": address, "expected": want,
@@ -73,11 +74,14 @@ def compare_port(exp: ExpectedPort, prog: ProgrammedPort | None, mode: str) -> I
         if want == TO_SERVICE and got is None:
             yield finding("rules.service_missing", exp.service, service=exp.service, evidence=ev)
         elif want == TO_SERVICE and got is not None and got.action in (REJECT, DROP):
+            rejected = True
             yield finding("rules.reject_stale", exp.service, service=exp.service, evidence=ev)
         elif want in (REJECT, DROP) and got is None:
             yield finding("rules.reject_missing", exp.service, service=exp.service, evidence=ev)
     if prog is None:
         return
+    if rejected and not prog.endpoints and not prog.local_endpoints:
+        return  # the stale reject is the one fault: kube-proxy never got these endpoints
     chains = prog.evidence
     if exp.cluster_endpoints is not None or prog.endpoints:
         yield from _compare_endpoints(exp, prog, mode, chains.get("cluster", chains.get("chain", "")),

@@ -14,6 +14,7 @@ from agent.model.cluster import ClusterState
 from agent.model.cni import CniState
 from agent.model.iptables import IptablesState
 from agent.model.ipvs import IpvsState
+from agent.model.kubelet_log import KubeletLog
 from agent.model.links import Bridge, BridgePort, Links
 from agent.model.nftables import NftablesState
 from agent.serial import from_jsonable, to_jsonable
@@ -118,6 +119,7 @@ class Snapshot:
     ipvs: Source[IpvsState] = field(default_factory=lambda: Source("ipvs", ok=True, absent=True))
     cni: Source[CniState] = field(default_factory=lambda: Source("cni", ok=True, absent=True))
     cluster: Source[ClusterState] = field(default_factory=lambda: Source("cluster", ok=True, absent=True))
+    kubelet_log: Source[KubeletLog] = field(default_factory=lambda: Source("kubelet_log", ok=True, absent=True))
     settings: CheckSettings = field(default_factory=CheckSettings)
 
     def sources(self) -> list[Source[Any]]:

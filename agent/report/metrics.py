@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.catalogue import load
+from agent.report import metrics_bridge, metrics_iptables
 from agent.runner import Report
 
 MAX_SERIES_PER_ID = 100
@@ -67,7 +68,7 @@ def node_families(report: Report) -> Iterator[Metric]:
     if snap.kube_proxy.data is not None:
         info = GaugeMetricFamily("svcdoctor_kube_proxy_info", "kube-proxy as seen on this node.",
                                  labels=["mode", "version", "backend"])
-        backend = getattr(snap, "iptables_backend", None) or ""
+        backend = snap.iptables.data.backend if snap.iptables.data is not None else ""
         info.add_metric([report.proxy_mode or "", (http.version if http else None) or "", backend], 1)
         yield info
     ct = snap.conntrack.data
@@ -78,13 +79,16 @@ def node_families(report: Report) -> Iterator[Metric]:
 
 
 # Each area adds its families here; all read only the Report.
-FAMILIES: tuple[Callable[[Report], Iterator[Metric]], ...] = (finding_families, source_families, node_families)
+FAMILIES: tuple[Callable[[Report], Iterator[Metric]], ...] = (finding_families, source_families, node_families,
+                                                             metrics_bridge.families, metrics_iptables.families)
 
 
 class ReportCollector(Collector):
-    def __init__(self, latest: Callable[[], Report | None], runs: Callable[[], tuple[int, int]]) -> None:
+    def __init__(self, latest: Callable[[], Report | None], runs: Callable[[], tuple[int, int]],
+                 lag: Callable[[], tuple[list[tuple[str, float]], float]] | None = None) -> None:
         self._latest = latest
         self._runs = runs
+        self._lag = lag
 
     def collect(self) -> Iterator[Metric]:
         build = GaugeMetricFamily("svcdoctor_build_info", "svcdoctor's version.", labels=["version"])
@@ -95,6 +99,11 @@ class ReportCollector(Collector):
         runs.add_metric(["completed"], ok)
         runs.add_metric(["crashed"], failed)
         yield runs
+        if self._lag is not None:
+            buckets, total = self._lag()
+            yield HistogramMetricFamily("svcdoctor_rules_sync_lag_seconds",
+                                        "Time from a Service's last API change to its rules matching on this node.",
+                                        buckets=buckets, sum_value=total)
         report = self._latest()
         if report is None:
             return

@@ -102,7 +102,7 @@ def test_reject_while_endpoints_exist_is_reject_stale() -> None:
     p = port(view, "ns1/svc1:p80")
     p.dispatch = [Dispatch(d.kind, d.address, REJECT, "has no endpoints") for d in p.dispatch]
     p.endpoints = []
-    assert found(exp, view) == {("rules.reject_stale", "ns1/svc1:p80"), ("rules.endpoint_missing", "ns1/svc1:p80")}
+    assert found(exp, view) == {("rules.reject_stale", "ns1/svc1:p80")}
 
 
 def test_missing_reject_is_reject_missing() -> None:
