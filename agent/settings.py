@@ -96,7 +96,9 @@ def kube_proxy_settings(proc: ProcessInfo | None) -> KubeProxySettings:
     sync = pick(proc, f"{section}-sync-period" if section != "nftables" else "iptables-sync-period",
                 f"{section}.syncPeriod", "30s")
     try:
-        sync = Setting(parse_go_duration(str(sync.value)), sync.source)
+        seconds = parse_go_duration(str(sync.value))
+        # kube-proxy defaults a zero duration (kubeadm writes "0s" for "unset") to 30s.
+        sync = Setting(seconds, sync.source) if seconds > 0 else Setting(30.0, f"default ({sync.source} is 0s)")
     except ValueError:
         sync = Setting(30.0, f"default (unreadable {sync.source}: {sync.value!r})")
     addrs = pick(proc, "nodeport-addresses", "nodePortAddresses", [])

@@ -7,14 +7,13 @@ source failed or is absent): the comparison is then skipped, never turned into "
 
 from __future__ import annotations
 
+from agent.checks import programmed_iptables, programmed_ipvs, programmed_nftables
 from agent.checks.mode import decide_mode
 from agent.model import Snapshot
 from agent.model.programmed import ProgrammedServices
 
 
 def programmed(snap: Snapshot) -> ProgrammedServices | None:
-    from agent.checks import programmed_iptables, programmed_ipvs, programmed_nftables
-
     mode = decide_mode(snap).mode
     if mode == "iptables" and snap.iptables.ok and snap.iptables.data is not None:
         return ProgrammedServices("iptables", programmed_iptables.programmed_ports(snap.iptables.data))

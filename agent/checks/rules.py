@@ -14,7 +14,15 @@ from agent.catalogue import finding
 from agent.checks.expected import ExpectedPort, expected_ports
 from agent.checks.programmed import programmed
 from agent.model import Finding, Snapshot
-from agent.model.programmed import DROP, REJECT, TO_SERVICE, ProgrammedPort, ProgrammedServices
+from agent.model.programmed import (
+    DROP,
+    EXTERNAL_IP,
+    LOAD_BALANCER_IP,
+    REJECT,
+    TO_SERVICE,
+    ProgrammedPort,
+    ProgrammedServices,
+)
 from agent.settings import kube_proxy_settings
 
 Key = tuple[str, str, int]  # (service port name, protocol, family)
@@ -64,11 +72,16 @@ def _compare_endpoints(exp: ExpectedPort, prog: ProgrammedPort, mode: str, chain
                       evidence={**base, "endpoint": ep, "expected": sorted(want)})
 
 
+# A "has no endpoints" REJECT for an external IP and one for a load-balancer IP are the same filter rule
+# ("ns/svc:port has no endpoints", -d IP): with no nat rules beside it, a reader cannot tell them apart.
+_SAME_RULE = {EXTERNAL_IP: LOAD_BALANCER_IP, LOAD_BALANCER_IP: EXTERNAL_IP}
+
+
 def compare_port(exp: ExpectedPort, prog: ProgrammedPort | None, mode: str) -> Iterator[Finding]:
     have = {(d.kind, d.address): d for d in prog.dispatch} if prog else {}
     rejected = False
     for (kind, address), want in sorted(exp.dispatch.items()):
-        got = have.get((kind, address))
+        got = have.get((kind, address)) or have.get((_SAME_RULE.get(kind, kind), address))
         ev = {"mode": mode, "kind": kind, "address": address, "expected": want,
               "actual": got.evidence if got else None}
         if want == TO_SERVICE and got is None:
