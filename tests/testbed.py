@@ -107,6 +107,13 @@ class Node:
     def iptables_save(self, backend: str = "legacy") -> str:
         return self.sh(f"iptables-{backend}-save").stdout
 
+    def kube_proxy_rules_without_services(self, backend: str = "legacy") -> None:
+        """What kube-proxy (iptables mode) programs on a node of a cluster with no Services, plus the hooks
+        from the built-in chains and kubelet's chains: a complete, healthy node's netfilter state."""
+        self.nfacct_for_kube_proxy()
+        self.iptables_restore((DATA / "kubeadm" / "kube-proxy-no-services.rules").read_text(), backend, noflush=True)
+        self.iptables_restore((FIXTURES / "iptables" / "node-base.rules").read_text(), backend, noflush=True)
+
     def nfacct_for_kube_proxy(self) -> None:
         """The accounting objects the v1.3x fixtures reference (`-m nfacct`), as kube-proxy creates them."""
         for name in ("ct_state_invalid_dropped_pkts", "localhost_nps_accepted_pkts"):

@@ -13,6 +13,12 @@ from tests.testbed import DATA, REPO, Node, by_id, ids, problems, require
 KUBEADM = DATA / "kubeadm"
 
 
+def healthy(node: Node) -> None:
+    """A working node of a cluster with no Services: kube-proxy, kubelet, their endpoints and rules."""
+    node.healthy_kube_proxy()
+    node.kube_proxy_rules_without_services()
+
+
 def test_no_kube_proxy_exits_1_and_reports_not_running(node: Node) -> None:
     node.healthy_basics()
     rc, doc = node.check()
@@ -22,7 +28,7 @@ def test_no_kube_proxy_exits_1_and_reports_not_running(node: Node) -> None:
 
 
 def test_healthy_node_has_no_problems(node: Node) -> None:
-    node.healthy_kube_proxy()
+    healthy(node)
     rc, doc = node.check()
     assert problems(doc) == set()
     assert rc == 0
@@ -82,6 +88,7 @@ def test_kubelet_not_running(node: Node) -> None:
     node.healthy_basics()
     node.kube_proxy(config=KUBEADM / "kube-proxy-config.conf")
     node.kube_proxy_http()
+    node.kube_proxy_rules_without_services()
     _, doc = node.check()
     assert problems(doc) == {("kubelet.not_running", "test-node")}
 
@@ -91,6 +98,7 @@ def test_healthz_503_is_unhealthy(node: Node) -> None:
     node.kube_proxy(config=KUBEADM / "kube-proxy-config.conf")
     node.kubelet()
     node.kube_proxy_http("--status=503", "--last-sync-age=200", "--queued-age=150")
+    node.kube_proxy_rules_without_services()
     _, doc = node.check()
     assert problems(doc) == {("kube_proxy.unhealthy", "test-node"), ("kube_proxy.sync_stale", "test-node")}
     (f,) = by_id(doc, "kube_proxy.unhealthy")
@@ -102,6 +110,7 @@ def test_healthz_on_configured_address(node: Node) -> None:
     node.kube_proxy("--healthz-bind-address=127.0.0.1:20256", "--metrics-bind-address=127.0.0.1:20249")
     node.kubelet()
     node.kube_proxy_http("--healthz=127.0.0.1:20256", "--metrics=127.0.0.1:20249")
+    node.kube_proxy_rules_without_services()
     _, doc = node.check()
     assert problems(doc) == set()
 
@@ -139,7 +148,7 @@ def test_conntrack_binary_not_needed_from_v1_32(node: Node) -> None:
 
 
 def test_conntrack_real_table_is_read(node: Node, tmp_path: Path) -> None:
-    node.healthy_kube_proxy()
+    healthy(node)
     node.sh("conntrack", "-I", "-s", "10.1.1.1", "-d", "10.2.2.2", "-p", "udp", "--sport", "1000", "--dport", "53",
             "--timeout", "60")
     rc, _ = node.check("--snapshot-out", str(tmp_path / "snap.json"))
@@ -150,14 +159,14 @@ def test_conntrack_real_table_is_read(node: Node, tmp_path: Path) -> None:
 
 
 def test_ip_forward_disabled(node: Node) -> None:
-    node.healthy_kube_proxy()
+    healthy(node)
     node.sysctl("net.ipv4.ip_forward", 0)
     _, doc = node.check()
     assert problems(doc) == {("node.ip_forward_disabled", "test-node")}
 
 
 def test_bridge_nf_call_iptables_disabled_with_a_pod_on_a_bridge(node: Node) -> None:
-    node.healthy_kube_proxy()
+    healthy(node)
     node.sh("ip", "link", "add", "cni0", "type", "bridge")
     node.sh("ip", "link", "add", "veth1", "type", "veth", "peer", "name", "eth0p")
     node.sh("ip", "link", "set", "veth1", "master", "cni0")
@@ -169,7 +178,7 @@ def test_bridge_nf_call_iptables_disabled_with_a_pod_on_a_bridge(node: Node) -> 
 
 
 def test_route_localnet_disabled(node: Node) -> None:
-    node.healthy_kube_proxy()
+    healthy(node)
     node.sysctl("net.ipv4.conf.all.route_localnet", 0)
     _, doc = node.check()
     assert problems(doc) == {("node.route_localnet_disabled", "test-node")}
@@ -203,7 +212,7 @@ def _python_agent(*args: str) -> list[str]:
 
 
 def test_check_from_snapshot_reproduces_findings(node: Node, tmp_path: Path) -> None:
-    node.healthy_kube_proxy()
+    healthy(node)
     node.sysctl("net.ipv4.ip_forward", 0)
     snap = tmp_path / "snap.json"
     _, live = node.check("--snapshot-out", str(snap))
