@@ -1,0 +1,112 @@
+"""Per Service port, from the rules alone: KUBE-SVC/SVL -> KUBE-SEP -> DNAT is whole, the endpoints get
+equal shares, and which Services the node rejects as having no endpoints (the guide's empty-endpoints
+case, as this node sees it). Chains are named after their Service by hash, not by comment."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from agent.catalogue import finding
+from agent.checks.iptables_scope import scope
+from agent.checks.programmed_iptables import Names, endpoint_users, learn_names, service_names
+from agent.iptables_parse import jump_target
+from agent.model import Finding, Snapshot
+from agent.model.iptables import LadderChain, RuleSet
+
+TOLERANCE = 1e-6  # iptables-save prints kube-proxy's 10-digit probability back as an 11-digit one
+
+
+def check(snap: Snapshot) -> Iterator[Finding]:
+    sc = scope(snap)
+    if sc is None or not sc.kube_proxy_iptables:
+        return
+    for rs in sc.state.rulesets:
+        names = learn_names(rs)
+        yield from _ladders(rs, names)
+        yield from _unreferenced(rs, names)
+        yield from _endpoint_chains(rs, names)
+        yield from _no_endpoints(rs)
+
+
+def _label(names: Names, chain: str) -> tuple[str, str | None]:
+    """(subject, service) for a hashed chain: its Service port when known, else the chain itself."""
+    key = names.of_chain(chain)
+    return (key.service, key.service) if key else (chain, None)
+
+
+def expected_probabilities(n: int) -> list[float | None]:
+    """kube-proxy's ladder: the i-th of n endpoints matches with 1/(n-i), the last one always."""
+    return [1.0 / (n - i) for i in range(n - 1)] + ([None] if n else [])
+
+
+def ladder_is_fair(ladder: LadderChain) -> bool:
+    want = expected_probabilities(len(ladder.endpoints))
+    for got, exp in zip(ladder.probabilities, want, strict=True):
+        if (got is None) != (exp is None):
+            return False
+        if got is not None and exp is not None and abs(got - exp) > TOLERANCE:
+            return False
+    return True
+
+
+def _ladders(rs: RuleSet, names: Names) -> Iterator[Finding]:
+    nat = rs.table("nat")
+    for chain, ladder in sorted(nat.ladders.items()):
+        subject, service = _label(names, chain)
+        if not ladder.endpoints and not ladder.affinity_endpoints:
+            yield finding("iptables.service_without_endpoints_chain", subject, service=service,
+                          evidence={"chain": chain, "family": rs.family})
+        elif not ladder_is_fair(ladder):
+            yield finding("iptables.probability_inconsistent", subject, service=service, evidence={
+                "chain": chain, "family": rs.family, "endpoints": len(ladder.endpoints),
+                "endpoint_chains": ladder.endpoints, "probabilities": ladder.probabilities,
+                "expected": expected_probabilities(len(ladder.endpoints))})
+
+
+# where kube-proxy puts the jump to each kind of per-Service chain
+_REFERRED_FROM = (
+    ("KUBE-SVC-", "KUBE-SERVICES or a KUBE-EXT chain"), ("KUBE-SVL-", "KUBE-SERVICES or a KUBE-EXT chain"),
+    ("KUBE-EXT-", "KUBE-SERVICES, KUBE-NODEPORTS or a KUBE-FW chain"), ("KUBE-FW-", "KUBE-SERVICES"),
+)
+
+
+def _unreferenced(rs: RuleSet, names: Names) -> Iterator[Finding]:
+    nat = rs.table("nat")
+    targets = {r.target for rules in nat.dispatch.values() for r in rules}
+    targets.update(jump_target(text) for rules in nat.plain.values() for text in rules)
+    expected_in = dict(_REFERRED_FROM)
+    prefixes = tuple(expected_in)
+    for chain in nat.chains:
+        if chain.startswith(prefixes) and chain not in targets:
+            subject, service = _label(names, chain)
+            yield finding("iptables.service_chain_unreferenced", subject, service=service, evidence={
+                "chain": chain, "expected_in": expected_in[chain[:chain.index("-", 5) + 1]], "family": rs.family})
+
+
+def _endpoint_chains(rs: RuleSet, names: Names) -> Iterator[Finding]:
+    nat = rs.table("nat")
+    broken = sorted(chain for chain, dnat in nat.endpoint_dnat.items() if not dnat)
+    users = endpoint_users(nat) if broken else {}
+    for chain in broken:
+        used_by = sorted(users.get(chain, []))
+        subject, service = _label(names, used_by[0]) if used_by else (chain, None)
+        yield finding("iptables.endpoint_chain_broken", subject, service=service, evidence={
+            "chain": chain, "used_by": ", ".join(used_by) or "no chain", "family": rs.family})
+
+
+def _no_endpoints(rs: RuleSet) -> Iterator[Finding]:
+    rejected: dict[str, list[str]] = {}
+    rules: dict[str, list[str]] = {}
+    filt = rs.table("filter")
+    for chain in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"):
+        for rule in filt.dispatch.get(chain, []):
+            comment = rule.comment or ""
+            words = service_names(comment)
+            if not comment.endswith(" has no endpoints") or rule.target != "REJECT" or not words:
+                continue
+            address = f"{rule.destination or '(node ports)'}:{rule.dport or ''}"
+            rejected.setdefault(words[0], []).append(address)
+            rules.setdefault(words[0], []).append(rule.text)
+    for service, addresses in sorted(rejected.items()):
+        yield finding("iptables.service_has_no_endpoints", service, service=service, evidence={
+            "addresses": ", ".join(addresses), "rules": rules[service], "family": rs.family})

@@ -1,0 +1,94 @@
+"""kube-proxy's fixed iptables skeleton: its chains, the jumps into them from the built-in chains,
+KUBE-NODEPORTS last in nat KUBE-SERVICES, no jump to a missing chain, no leftovers of older modes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from agent.catalogue import finding
+from agent.checks.iptables_scope import Scope, scope
+from agent.iptables_parse import jump_target
+from agent.model import Finding, Snapshot
+from agent.model.iptables import RuleSet
+
+ALWAYS = (0, 0)
+# (table, chain, first kube-proxy version that writes it)
+CHAINS = (
+    ("nat", "KUBE-SERVICES", ALWAYS), ("nat", "KUBE-NODEPORTS", ALWAYS), ("nat", "KUBE-POSTROUTING", ALWAYS),
+    ("nat", "KUBE-MARK-MASQ", ALWAYS), ("filter", "KUBE-SERVICES", ALWAYS), ("filter", "KUBE-FORWARD", ALWAYS),
+    ("filter", "KUBE-EXTERNAL-SERVICES", ALWAYS), ("filter", "KUBE-NODEPORTS", (1, 25)),
+    ("filter", "KUBE-PROXY-FIREWALL", (1, 25)),
+)
+# (table, built-in chain, kube-proxy chain, since): kube-proxy's iptablesJumpChains
+HOOKS = (
+    ("nat", "PREROUTING", "KUBE-SERVICES", ALWAYS), ("nat", "OUTPUT", "KUBE-SERVICES", ALWAYS),
+    ("nat", "POSTROUTING", "KUBE-POSTROUTING", ALWAYS),
+    ("filter", "INPUT", "KUBE-EXTERNAL-SERVICES", ALWAYS), ("filter", "FORWARD", "KUBE-EXTERNAL-SERVICES", ALWAYS),
+    ("filter", "FORWARD", "KUBE-SERVICES", ALWAYS), ("filter", "OUTPUT", "KUBE-SERVICES", ALWAYS),
+    ("filter", "FORWARD", "KUBE-FORWARD", ALWAYS), ("filter", "INPUT", "KUBE-NODEPORTS", (1, 25)),
+    ("filter", "INPUT", "KUBE-PROXY-FIREWALL", (1, 25)), ("filter", "FORWARD", "KUBE-PROXY-FIREWALL", (1, 25)),
+    ("filter", "OUTPUT", "KUBE-PROXY-FIREWALL", (1, 25)),
+)
+KUBE_PROXY_MARKERS = frozenset({"KUBE-SERVICES", "KUBE-PROXY-CANARY"})
+USERSPACE_CHAINS = ("KUBE-PORTALS-CONTAINER", "KUBE-PORTALS-HOST", "KUBE-NODEPORT-CONTAINER", "KUBE-NODEPORT-HOST")
+LEGACY_PREFIXES = ("KUBE-XLB-",)
+
+
+def check(snap: Snapshot) -> Iterator[Finding]:
+    sc = scope(snap)
+    if sc is None:
+        return
+    for rs in sc.state.rulesets:
+        yield from _leftovers(sc, rs, snap.node)
+        for jump in rs.dangling:
+            yield finding("iptables.dangling_jump", f"{jump.table}/{jump.chain}", evidence={
+                "table": jump.table, "chain": jump.chain, "target": jump.target, "rule": jump.text,
+                "family": rs.family})
+        if sc.kube_proxy_iptables and (rs.family == 4 or serves_family(rs)):
+            yield from _skeleton(sc, rs, snap.node)
+
+
+def serves_family(rs: RuleSet) -> bool:
+    """kube-proxy programs IPv6 only where the node does IPv6; kubelet writes its own KUBE-* chains in
+    both families regardless, so only kube-proxy's own chains say that it serves this family."""
+    return any(c in KUBE_PROXY_MARKERS for t in rs.tables.values() for c in t.chains)
+
+
+def _skeleton(sc: Scope, rs: RuleSet, node: str) -> Iterator[Finding]:
+    common = {"family": rs.family, "backend": sc.state.backend}
+    present = {name: set(t.chains) for name, t in rs.tables.items()}
+    for table, chain, since in CHAINS:
+        if sc.version >= since and chain not in present.get(table, set()):
+            yield finding("iptables.chain_missing", f"{table}/{chain}", evidence={
+                "table": table, "chain": chain, "version": sc.version_text, **common})
+    for table, builtin, chain, since in HOOKS:
+        if sc.version < since or chain not in present.get(table, set()):
+            continue  # a missing chain is chain_missing already
+        rules = rs.table(table).plain.get(builtin, [])
+        if not any(jump_target(rule) == chain for rule in rules):
+            yield finding("iptables.hook_missing", f"{table}/{builtin}", evidence={
+                "table": table, "builtin": builtin, "chain": chain, "rules": rules[:20], **common})
+    services = rs.table("nat").dispatch.get("KUBE-SERVICES")
+    if "KUBE-SERVICES" in present.get("nat", set()):
+        last = services[-1] if services else None
+        if last is None or last.target != "KUBE-NODEPORTS":
+            yield finding("iptables.nodeports_not_last", "nat/KUBE-SERVICES", evidence={
+                "last_rule": last.text if last else "(the chain is empty)",
+                "has_nodeports_jump": any(r.target == "KUBE-NODEPORTS" for r in services or []), **common})
+
+
+def _leftovers(sc: Scope, rs: RuleSet, node: str) -> Iterator[Finding]:
+    common = {"family": rs.family, "backend": sc.state.backend}
+    for table in rs.tables.values():
+        userspace = sorted(c for c in table.chains if c in USERSPACE_CHAINS)
+        if userspace:
+            yield finding("iptables.userspace_rules_present", f"{table.name}/{','.join(userspace)}",
+                          evidence={"table": table.name, "chains": userspace, **common})
+        legacy = sorted(c for c in table.chains if c.startswith(LEGACY_PREFIXES))
+        if legacy:
+            wanted = set(legacy)
+            referenced = sorted({t for rules in table.plain.values() for t in map(jump_target, rules) if t in wanted}
+                                | {r.target for rules in table.dispatch.values() for r in rules if r.target in wanted})
+            yield finding("iptables.legacy_chains_present", f"{table.name}/{legacy[0]}", evidence={
+                "table": table.name, "chains": legacy, "referenced": len(referenced),
+                "referenced_chains": referenced, **common}, severity="warning" if referenced else None)

@@ -1,0 +1,295 @@
+"""iptables: which backend kube-proxy writes through, and what that backend holds (the guide's
+`iptables-save | grep <service>` step).
+
+Read-only and side-effect free:
+- never `iptables -L/-S` (they take the xtables lock), only `ip(6)tables-<backend>-save`;
+- never `iptables-legacy-save -t TABLE` for a table that does not exist: that makes the kernel create
+  it (and every later iptables-nft warn about legacy tables), so /proc/net/ip_tables_names is read
+  first and legacy tables are only ever read when listed there;
+- iptables-nft-save reads and creates nothing (and fetches the whole nf_tables ruleset whatever `-t`
+  says, so the nft side is read once, in full).
+
+The backend is found as kube-proxy's image finds it (kubernetes-sigs/iptables-wrappers): kubelet's
+KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY chain in the nft mangle table, else in the legacy one, else
+the backend with more rules (nft on a tie). The save output is parsed while it streams in (a reader
+thread drains the pipe, the parser works on 1 MiB blocks), so the read costs little more than the bare
+save. Slow reads are spaced out so that reading never takes more than about 5% of a core on average.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import queue
+import re
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agent.collect.base import Absent, CollectContext, CollectError
+from agent.iptables_parse import Parser
+from agent.model.iptables import IptablesState, RuleSet
+
+CPU_BUDGET = 0.05  # share of one core that iptables reads may use on average
+BLOCK = 1 << 20
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), spelled out for Pythons that lack the constant
+HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")  # kubelet's, in the mangle table of its backend
+_HINT = re.compile(r"^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY) ", re.M)
+BACKENDS = ("legacy", "nft")
+
+
+@dataclass
+class SaveResult:
+    cpu_s: float = 0.0  # the save child's CPU time plus the parsing done in this thread
+    lines: int = 0
+
+
+def _legacy_tables(ctx: CollectContext, family: int) -> list[str]:
+    """Tables the legacy backend has (without creating any): /proc/net/ip(6)_tables_names."""
+    path = ctx.cfg.procfs("net", "ip6_tables_names" if family == 6 else "ip_tables_names")
+    try:
+        return [t for t in Path(path).read_text().split() if t]
+    except FileNotFoundError:  # ip(6)_tables not loaded: no legacy table exists
+        return []
+
+
+def _tool(family: int, backend: str) -> str:
+    return f"{'ip6tables' if family == 6 else 'iptables'}-{backend}-save"
+
+
+def stream_save(argv: list[str], on_block: Callable[[str], object], deadline: float) -> SaveResult:
+    """Run a save command and hand its stdout to `on_block(text)` in blocks of whole lines while it runs.
+    Kills the child at `deadline` (time.monotonic()) and raises CollectError; a non-zero exit raises too."""
+    started_cpu = time.thread_time()
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                env={**os.environ, "LC_ALL": "C"}, start_new_session=True)
+    except FileNotFoundError as exc:
+        raise Absent(f"{argv[0]} is not installed") from exc
+    assert proc.stdout is not None and proc.stderr is not None
+    with contextlib.suppress(OSError):  # a 1 MiB pipe lets the save run ahead while a block is parsed
+        fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, BLOCK)
+    # Bounded: when parsing falls behind, the save waits on a full pipe instead of its whole output
+    # piling up here (4 blocks of at most 1 MiB each).
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+    errors: list[bytes] = []
+    stop = threading.Event()  # set when the reading side gives up: the drain thread must not block on put
+
+    def drain_stdout() -> None:
+        fd = proc.stdout.fileno() if proc.stdout else -1
+        while not stop.is_set():
+            data = os.read(fd, BLOCK)
+            while not stop.is_set():
+                try:
+                    chunks.put(data or None, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            if not data:
+                return
+
+    def drain_stderr() -> None:
+        errors.append(proc.stderr.read() if proc.stderr else b"")
+
+    readers = [threading.Thread(target=f, name=f"iptables-save-{f.__name__}", daemon=True)
+               for f in (drain_stdout, drain_stderr)]
+    for t in readers:
+        t.start()
+    tail, lines, done = b"", 0, False
+    try:
+        while not done:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise queue.Empty
+            first = chunks.get(timeout=remaining)
+            done = first is None
+            data = bytearray(first or b"")
+            while not done and len(data) < BLOCK:  # take all that has arrived: fewer, larger blocks parse faster
+                try:
+                    more = chunks.get_nowait()
+                except queue.Empty:
+                    break
+                done = more is None
+                data += more or b""
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                tail += data
+                continue
+            text = (tail + data[:cut + 1]).decode("utf-8", "replace")
+            tail = bytes(data[cut + 1:])
+            lines += text.count("\n")
+            on_block(text)
+        if tail:
+            on_block(tail.decode("utf-8", "replace") + "\n")
+    except queue.Empty:
+        _kill(proc, stop)
+        raise CollectError(f"{' '.join(argv)} did not finish in time (killed)") from None
+    except BaseException:
+        _kill(proc, stop)
+        raise
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    for t in readers:
+        t.join(1)
+    if proc.returncode != 0:
+        message = (b"".join(errors).decode("utf-8", "replace").strip().splitlines() or ["no message"])[0]
+        raise CollectError(f"{' '.join(argv)} exited {proc.returncode}: {message}")
+    cpu = usage.ru_utime + usage.ru_stime + time.thread_time() - started_cpu
+    return SaveResult(cpu_s=cpu, lines=lines)
+
+
+def _kill(proc: subprocess.Popen[bytes], stop: threading.Event) -> None:
+    """Kill the save and anything it started (its own session), so its pipes close and the drain
+    threads end."""
+    stop.set()
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, 9)
+    proc.wait()
+
+
+@dataclass
+class _Saves:
+    """The save commands of one read, sharing its deadline and adding up their CPU cost."""
+
+    deadline: float  # time.monotonic()
+    cpu_s: float = 0.0
+
+    def text(self, argv: list[str]) -> str:
+        parts: list[str] = []
+        self.cpu_s += stream_save(argv, parts.append, self.deadline).cpu_s
+        return "".join(parts)
+
+    def parse(self, argv: list[str], family: int) -> RuleSet:
+        parser = Parser(family)
+        self.cpu_s += stream_save(argv, parser.feed_block, self.deadline).cpu_s
+        return parser.result()
+
+    def count_kube_chains(self, argv: list[str]) -> int:
+        count = 0
+
+        def on_block(text: str) -> None:
+            nonlocal count
+            count += text.count("\n:KUBE-") + (1 if text.startswith(":KUBE-") else 0)
+
+        self.cpu_s += stream_save(argv, on_block, self.deadline).cpu_s
+        return count
+
+
+@dataclass
+class IptablesReader:
+    """The iptables collector. Holds the pacing state: when a read costs more CPU than the budget
+    allows at the run interval, the next reads return the last result (its `read_at` says when it was
+    taken) or the last error, until enough time has passed."""
+
+    budget: float = CPU_BUDGET
+    last: IptablesState | None = None
+    last_error: str | None = None
+    next_read: float = 0.0  # time.monotonic() before which the last result is reused
+    costs: list[float] = field(default_factory=list)  # CPU seconds of recent reads (for tests and metrics)
+
+    def collect(self, ctx: CollectContext) -> IptablesState:
+        now = time.monotonic()
+        if now < self.next_read:
+            wait = self.next_read - now
+            if self.last_error is not None:
+                raise CollectError(f"{self.last_error}; not retried for {wait:.0f}s (iptables reads are kept "
+                                   f"under {self.budget:.0%} of a core)")
+            if self.last is not None:
+                return self.last
+        self.last = None  # not kept alive while the next one is built: one rule set in memory at a time
+        started = time.monotonic()
+        saves = _Saves(deadline=started + (ctx.deadline_s if ctx.deadline_s > 0 else 60.0))
+        try:
+            state = read(ctx, saves)
+        except CollectError as exc:
+            self._pace(max(saves.cpu_s, time.monotonic() - started), error=str(exc))
+            raise
+        self._pace(saves.cpu_s, error=None)
+        self.last = state
+        return state
+
+    def _pace(self, cost: float, error: str | None) -> None:
+        self.costs = [*self.costs[-9:], cost]
+        self.last_error = error
+        self.next_read = time.monotonic() + cost / self.budget - cost
+
+
+def read(ctx: CollectContext, saves: _Saves) -> IptablesState:
+    """One read: detect the backend, read it (IPv4, and IPv6 when it has kube-proxy chains), count
+    KUBE-* chains in the other backend.
+
+    iptables-nft-save fetches the whole nf_tables ruleset whatever `-t` says, so the nft side is read in
+    full once and serves detection, the main read or the count; iptables-legacy-save -t only copies one
+    table, so legacy detection reads just mangle (where it exists)."""
+    have = {(f, b): shutil.which(_tool(f, b)) is not None for f in (4, 6) for b in BACKENDS}
+    if not have[4, "legacy"] and not have[4, "nft"]:
+        raise Absent("neither iptables-legacy-save nor iptables-nft-save is installed")
+    legacy_tables = {4: _legacy_tables(ctx, 4), 6: _legacy_tables(ctx, 6)}
+
+    def readable(family: int, backend: str) -> bool:
+        return have[family, backend] and (backend == "nft" or bool(legacy_tables[family]))
+
+    done: dict[tuple[int, str], RuleSet] = {}
+    for family in (4, 6):
+        if readable(family, "nft"):
+            done[family, "nft"] = saves.parse([_tool(family, "nft")], family)
+    backend, reason = _hint_in_nft(done)
+    if backend is None:
+        backend, reason = _hint_in_legacy(saves, readable, legacy_tables)
+    if backend is None:  # no kubelet hint: the backend with more rules, as iptables-wrappers decides
+        if readable(4, "legacy"):
+            done[4, "legacy"] = saves.parse([_tool(4, "legacy")], 4)
+        counts = {b: sum(t.rule_count for t in done[4, b].tables.values()) if (4, b) in done else 0
+                  for b in BACKENDS}
+        backend = "legacy" if counts["legacy"] > counts["nft"] else "nft"
+        reason = (f"no KUBE-IPTABLES-HINT or KUBE-KUBELET-CANARY chain; {counts['legacy']} rules in legacy, "
+                  f"{counts['nft']} in nft")
+    if not have[4, backend]:
+        raise Absent(f"{_tool(4, backend)} is not installed")
+    for family in (4, 6):
+        if (family, backend) not in done and readable(family, backend):
+            done[family, backend] = saves.parse([_tool(family, backend)], family)
+    main = done.get((4, backend)) or RuleSet(family=4)
+    state = IptablesState(backend=backend, backend_reason=reason, rulesets=[main], read_at=time.time())
+    v6 = done.get((6, backend))
+    if v6 is not None and v6.kube_chain_count():
+        state.rulesets.append(v6)
+    state.kube_chains[backend] = sum(r.kube_chain_count() for r in state.rulesets)
+    other = "legacy" if backend == "nft" else "nft"
+    state.kube_chains[other] = 0
+    for family in (4, 6):
+        if (family, other) in done:
+            state.kube_chains[other] += done[family, other].kube_chain_count()
+        elif readable(family, other):
+            state.kube_chains[other] += saves.count_kube_chains([_tool(family, other)])
+    return state
+
+
+def _hint_in_nft(done: dict[tuple[int, str], RuleSet]) -> tuple[str | None, str]:
+    for family in (4, 6):
+        rs = done.get((family, "nft"))
+        chains = set(rs.table("mangle").chains) if rs is not None else set()
+        for hint in HINT_CHAINS:
+            if hint in chains:
+                return "nft", f"{hint} chain in the {_tool(family, 'nft')[:-5]} mangle table"
+    return None, ""
+
+
+def _hint_in_legacy(saves: _Saves, readable: Callable[[int, str], bool], legacy_tables: dict[int, list[str]]
+                    ) -> tuple[str | None, str]:
+    """Only where mangle exists: `iptables-legacy-save -t mangle` would create a missing one."""
+    for family in (4, 6):
+        if readable(family, "legacy") and "mangle" in legacy_tables[family]:
+            m = _HINT.search(saves.text([_tool(family, "legacy"), "-t", "mangle"]))
+            if m:
+                return "legacy", f"{m.group(1)} chain in the {_tool(family, 'legacy')[:-5]} mangle table"
+    return None, ""
+
+
+READER = IptablesReader()
+collect = READER.collect

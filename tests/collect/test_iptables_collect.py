@@ -1,0 +1,157 @@
+"""The iptables collector: backend detection as iptables-wrappers does it, streaming parse, deadlines,
+pacing, and no side effects. Fake save tools on PATH for the timing cases; real netns for the rest."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.collect.base import Absent, CollectContext, CollectError
+from agent.collect.iptables import IptablesReader
+from agent.config import Config
+from agent.iptables_parse import parse_text
+from agent.serial import to_jsonable
+from tests.testbed import FIXTURES, PY, REPO, Node
+
+IPT = FIXTURES / "iptables"
+OVERALL = IPT / "v1.3x_TestOverallIPTablesRules.rules"
+NODE_BASE = (IPT / "node-base.rules").read_text()
+
+
+def fake_tools(tmp: Path, scripts: dict[str, str], legacy_tables: str = "") -> Config:
+    """A PATH holding only the given save tools, and a /proc whose net/ip_tables_names says `legacy_tables`."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    for name, body in scripts.items():
+        path = bin_dir / name
+        path.write_text("#!/bin/sh\n" + body + "\n")
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    (tmp / "proc" / "net").mkdir(parents=True)
+    (tmp / "proc" / "net" / "ip_tables_names").write_text(legacy_tables)
+    os.environ["PATH"] = str(bin_dir)
+    return Config(proc=tmp / "proc")
+
+
+@pytest.fixture
+def restore_path() -> object:
+    saved = os.environ["PATH"]
+    yield
+    os.environ["PATH"] = saved
+
+
+def test_streamed_read_equals_parsing_the_whole_text(tmp_path: Path, restore_path: object) -> None:
+    saved = IPT / "v1.3x_TestOverallIPTablesRules.nft-save.rules"
+    cfg = fake_tools(tmp_path, {"iptables-nft-save": f'[ "$1" = -t ] && exit 0; /bin/cat {saved}'})
+    state = IptablesReader().collect(CollectContext(cfg=cfg, deadline_s=10))
+    assert state.backend == "nft" and "0 rules in legacy" in state.backend_reason
+    assert to_jsonable(state.rulesets[0]) == to_jsonable(parse_text(saved.read_text()))
+
+
+def test_no_save_tool_is_absent(tmp_path: Path, restore_path: object) -> None:
+    cfg = fake_tools(tmp_path, {})
+    with pytest.raises(Absent):
+        IptablesReader().collect(CollectContext(cfg=cfg, deadline_s=10))
+
+
+def test_hung_save_is_killed_and_not_retried_until_paced(tmp_path: Path, restore_path: object) -> None:
+    runs = tmp_path / "runs"
+    cfg = fake_tools(tmp_path, {"iptables-nft-save": f"/bin/echo x >> {runs}; exec /bin/sleep 30"})
+    reader = IptablesReader()
+    started = time.monotonic()
+    with pytest.raises(CollectError, match="did not finish in time"):
+        reader.collect(CollectContext(cfg=cfg, deadline_s=1))
+    assert time.monotonic() - started < 10
+    with pytest.raises(CollectError, match="not retried"):
+        reader.collect(CollectContext(cfg=cfg, deadline_s=1))
+    assert runs.read_text().count("x") == 1  # the second run did not start a save
+    assert reader.next_read - time.monotonic() > 10  # 1 s spent: the next try 19 s later at most 5% of a core
+
+
+def test_failing_save_names_the_command_and_its_message(tmp_path: Path, restore_path: object) -> None:
+    cfg = fake_tools(tmp_path, {"iptables-nft-save": "echo 'iptables-nft-save: out of memory' >&2; exit 4"})
+    with pytest.raises(CollectError, match="exited 4: iptables-nft-save: out of memory"):
+        IptablesReader().collect(CollectContext(cfg=cfg, deadline_s=5))
+
+
+def test_cheap_reads_are_paced_for_a_moment_only(tmp_path: Path, restore_path: object) -> None:
+    cfg = fake_tools(tmp_path, {"iptables-nft-save": "exit 0"})
+    reader = IptablesReader()
+    first = reader.collect(CollectContext(cfg=cfg, deadline_s=5))
+    assert reader.next_read - time.monotonic() < 2  # a few ms of CPU: free to read again well within an interval
+    assert reader.collect(CollectContext(cfg=cfg, deadline_s=5)) is first  # within that moment: the last result
+    reader.next_read = 0.0
+    assert reader.collect(CollectContext(cfg=cfg, deadline_s=5)) is not first
+
+
+# --- real kernel state -------------------------------------------------------------------------------
+
+def read_in(node: Node) -> dict[str, object]:
+    """Run the collector inside the node's netns and return what it found (backend, reason, counts)."""
+    code = ("import json; from agent.collect.iptables import IptablesReader; from agent.collect.base import "
+            "CollectContext; from agent.config import Config; s = IptablesReader().collect(CollectContext("
+            "cfg=Config(), deadline_s=30)); print(json.dumps({'backend': s.backend, 'reason': s.backend_reason, "
+            "'kube_chains': s.kube_chains, 'families': [r.family for r in s.rulesets]}))")
+    import json
+    return json.loads(node.sh("/usr/bin/env", f"PYTHONPATH={REPO}", PY, "-c", code).stdout)  # type: ignore[no-any-return]
+
+
+def load(node: Node, backend: str) -> None:
+    node.nfacct_for_kube_proxy()
+    node.iptables_restore(OVERALL.read_text(), backend)
+    node.iptables_restore(NODE_BASE, backend, noflush=True)
+
+
+@pytest.mark.parametrize("backend", ["legacy", "nft"])
+def test_backend_from_kubelets_hint_chain(node: Node, backend: str) -> None:
+    load(node, backend)
+    found = read_in(node)
+    assert found["backend"] == backend
+    assert "KUBE-IPTABLES-HINT" in str(found["reason"]) and f"iptables-{backend}" in str(found["reason"])
+    kube_chains = node.iptables_save(backend).count("\n:KUBE-")
+    assert kube_chains > 30
+    assert found["kube_chains"] == {backend: kube_chains, "legacy" if backend == "nft" else "nft": 0}
+    assert found["families"] == [4]
+
+
+def test_without_hint_the_backend_with_more_rules_wins(node: Node) -> None:
+    node.iptables_restore("*filter\n:FOO - [0:0]\n-A FOO -j ACCEPT\n-A FOO -j DROP\nCOMMIT\n", "legacy")
+    node.iptables_restore("*filter\n:BAR - [0:0]\n-A BAR -j ACCEPT\nCOMMIT\n", "nft")
+    found = read_in(node)
+    assert found["backend"] == "legacy" and "2 rules in legacy, 1 in nft" in str(found["reason"])
+
+
+def test_kube_chains_in_both_backends_are_counted(node: Node) -> None:
+    load(node, "nft")
+    node.iptables_restore("*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-OLD - [0:0]\nCOMMIT\n", "legacy")
+    assert read_in(node)["kube_chains"] == {"nft": node.iptables_save("nft").count("\n:KUBE-"), "legacy": 2}
+
+
+def test_ipv6_rules_are_read_when_kube_proxy_has_chains_there(node: Node) -> None:
+    load(node, "nft")
+    v6 = "*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -d fd00::1/128 -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n"
+    node.iptables_restore(v6, "nft", family=6)
+    assert read_in(node)["families"] == [4, 6]
+
+
+def test_a_parser_failure_kills_the_save_and_leaves_no_thread(tmp_path: Path, restore_path: object) -> None:
+    import threading
+
+    from agent.collect.iptables import stream_save
+    big = tmp_path / "big.txt"
+    big.write_text(":KUBE-X - [0:0]\n" * 400_000)  # more than the pipe and the queue hold
+    fake_tools(tmp_path, {"iptables-nft-save": f"/bin/cat {big}; exec /bin/sleep 30"})
+
+    def boom(text: str) -> None:
+        raise RuntimeError("parser bug")
+
+    before = threading.active_count()
+    with pytest.raises(RuntimeError, match="parser bug"):
+        stream_save(["iptables-nft-save"], boom, time.monotonic() + 20)
+    deadline = time.monotonic() + 5
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling for the drain threads to notice, bounded
+    assert threading.active_count() == before, [t.name for t in threading.enumerate()]
