@@ -8,16 +8,39 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from agent.checks import agent_sources, conntrack, kube_proxy, kubelet, mode, node
+from agent.checks import (
+    agent_sources,
+    api,
+    conntrack,
+    hairpin,
+    iptables_backend,
+    iptables_services,
+    iptables_structure,
+    ipvs,
+    kube_proxy,
+    kubelet,
+    mode,
+    nftables,
+    node,
+    rules,
+)
 from agent.model import Finding, Snapshot
 
 CheckFunc = Callable[[Snapshot], Iterator[Finding]]
 
 CHECKS: tuple[CheckFunc, ...] = (
     agent_sources.check,
+    api.check,
     kube_proxy.check,
     mode.check,
     kubelet.check,
     conntrack.check,
     node.check,
+    iptables_backend.check,
+    iptables_structure.check,
+    iptables_services.check,
+    rules.check,
+    nftables.check,
+    ipvs.check,
+    hairpin.check,
 )

@@ -16,9 +16,15 @@ from agent.model.programmed import ProgrammedServices
 def programmed(snap: Snapshot) -> ProgrammedServices | None:
     mode = decide_mode(snap).mode
     if mode == "iptables" and snap.iptables.ok and snap.iptables.data is not None:
-        return ProgrammedServices("iptables", programmed_iptables.programmed_ports(snap.iptables.data))
+        ipt = snap.iptables.data
+        return ProgrammedServices("iptables", programmed_iptables.programmed_ports(ipt),
+                                  families=sorted({rs.family for rs in ipt.rulesets}) or [4],
+                                  read_at=ipt.read_at or None)
+    # nftables and IPVS need the API's view to name what they show: IPVS carries no Service names at
+    # all, and nftables cannot tell an externalIP from a LoadBalancer IP on its own.
+    cluster = snap.cluster.data if snap.cluster.ok else None
     if mode == "nftables" and snap.nftables.ok and snap.nftables.data is not None:
-        return ProgrammedServices("nftables", programmed_nftables.programmed_ports(snap.nftables.data))
+        return programmed_nftables.programmed_services(snap.nftables.data, cluster)
     if mode == "ipvs" and snap.ipvs.ok and snap.ipvs.data is not None:
-        return ProgrammedServices("ipvs", programmed_ipvs.programmed_ports(snap.ipvs.data))
+        return programmed_ipvs.programmed_services(snap.ipvs.data, cluster)
     return None

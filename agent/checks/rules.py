@@ -34,8 +34,9 @@ def grace_seconds(snap: Snapshot) -> float:
     return 2 * float(kube_proxy_settings(snap.kube_proxy.data).sync_period_s.value)
 
 
-def settling(exp: ExpectedPort, snap: Snapshot, grace: float) -> bool:
-    return exp.last_change is not None and snap.taken_at - exp.last_change < grace
+def settling(exp: ExpectedPort, rules_read_at: float, grace: float) -> bool:
+    """The API object changed less than `grace` before the rules were read: kube-proxy may still be on it."""
+    return exp.last_change is not None and rules_read_at - exp.last_change < grace
 
 
 def _ip(addr: str) -> str:
@@ -130,4 +131,5 @@ def check(snap: Snapshot) -> Iterator[Finding]:
     if view is None:
         return
     grace = grace_seconds(snap)
-    yield from compare(expected_ports(src.data, snap.node), view, lambda exp: settling(exp, snap, grace))
+    read_at = view.read_at or snap.taken_at  # a paced reader may hand back rules read some time ago
+    yield from compare(expected_ports(src.data, snap.node), view, lambda exp: settling(exp, read_at, grace))

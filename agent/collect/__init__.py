@@ -11,7 +11,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agent.collect import cluster, cni, conntrack, kubeproxy_http, links, process, sysctl
+from agent.collect import (
+    cluster,
+    cni,
+    conntrack,
+    iptables,
+    ipvs,
+    kubelet_log,
+    kubeproxy_http,
+    links,
+    nftables,
+    process,
+    sysctl,
+)
 from agent.collect.base import CollectContext
 
 
@@ -30,6 +42,12 @@ COLLECTORS: tuple[Collector, ...] = (
     Collector("conntrack", conntrack.collect),
     Collector("sysctl", sysctl.collect),
     Collector("links", links.collect),
+    # a save of 170k rules takes seconds (a minute on some nft hosts); reads are paced, see iptables.py
+    Collector("iptables", iptables.collect, timeout_s=90.0),
+    # `nft -t -j list table` of 130k rules takes ~10 s (10k Services x 5 endpoints); see bench/bench_nftables.py
+    Collector("nftables", nftables.collect, timeout_s=60.0),
+    Collector("ipvs", ipvs.collect),
     Collector("cni", cni.collect),
+    Collector("kubelet_log", kubelet_log.collect),
     Collector("cluster", cluster.collect),
 )

@@ -1,10 +1,140 @@
-"""Snapshot data for the nftables source (filled by agent/collect/nftables.py)."""
+"""Snapshot data for the nftables source (filled by agent/collect/nftables.py).
+
+What kube-proxy's nftables mode programmed in `table ip kube-proxy` / `table ip6 kube-proxy`, kept to
+what the checks use: the dispatch maps and sets element by element, every chain's name and hook, and
+for the chains whose rules were read, the few facts a rule carries for Services (jumps, the numgen
+vmap to endpoint chains, DNAT targets, affinity). Plain dataclasses: the snapshot round-trips as JSON.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import base64
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+TABLE = "kube-proxy"
+
+# Maps and sets kube-proxy keeps in its table (v1.29+); read element by element.
+SERVICE_IPS = "service-ips"
+SERVICE_NODEPORTS = "service-nodeports"
+NO_ENDPOINT_SERVICES = "no-endpoint-services"
+NO_ENDPOINT_NODEPORTS = "no-endpoint-nodeports"
+FIREWALL_IPS = "firewall-ips"
+MAPS = (SERVICE_IPS, SERVICE_NODEPORTS, NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS, FIREWALL_IPS)
+CLUSTER_IPS = "cluster-ips"
+NODEPORT_IPS = "nodeport-ips"
+SETS = (CLUSTER_IPS, NODEPORT_IPS)
+
+# Per-Service chain prefixes (kube-proxy pkg/proxy/nftables: servicePort*ChainNamePrefix).
+SERVICE_PREFIXES = ("service-", "local-", "external-", "firewall-", "endpoint-")
+_IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
+
+
+@dataclass(slots=True)  # slots: ~60k chains at 10k Services
+class VerdictElement:
+    """One element of a verdict map: `172.30.0.41 . tcp . 80 : goto service-...`."""
+
+    key: list[str]  # the concatenated key, each part as text: ["172.30.0.41", "tcp", "80"]
+    verdict: str  # "goto" | "jump" | "drop" | "accept" | "return" | "continue"
+    target: str | None = None  # the chain for goto/jump
+    comment: str | None = None  # kube-proxy puts the ServicePortName on no-endpoint-* elements
+
+    def text(self) -> str:
+        value = f"{self.verdict} {self.target}" if self.target else self.verdict
+        comment = f' comment "{self.comment}"' if self.comment else ""
+        return f"{' . '.join(self.key)}{comment} : {value}"
+
+
+@dataclass(slots=True)
+class Chain:
+    name: str
+    type: str | None = None  # base chains only: "filter" | "nat"
+    hook: str | None = None
+    priority: int | None = None
+    rules_read: bool = False  # False: only the name was listed, so the fields below say nothing
+    rule_count: int = 0
+    targets: list[str] = field(default_factory=list)  # jump/goto targets outside a vmap, in rule order
+    vmap: dict[str, str] | None = None  # numgen index -> endpoint chain ("0" -> "endpoint-..."); None: no vmap
+    numgen_mod: int | None = None
+    # True: the vmap's endpoint chains were inferred from the kernel's reference counts, not read, so
+    # its keys are 0..n-1 in name order rather than the real numgen indexes (see nftables_netlink.py).
+    vmap_by_reference: bool = False
+    dnat: list[str] = field(default_factory=list)  # "10.180.0.1:80", "[fd00::1]:80"
+    # Rare facts default to None rather than an empty list: ~60k chains at 10k Services.
+    affinity_sets: list[str] | None = None  # @affinity-* sets the chain reads (ip saddr @set)
+    vmap_maps: list[str] | None = None  # named verdict maps its rules dispatch through (@service-ips)
+    rejects: bool = False  # a rule ends in reject
+    unparsed: list[str] | None = None  # statements this reader does not model, for evidence
+
+
+@dataclass
+class KubeProxyTable:
+    family: str  # "ip" | "ip6"
+    chains: dict[str, Chain] = field(default_factory=dict)
+    maps: dict[str, list[VerdictElement]] = field(default_factory=dict)  # absent map: no key
+    sets: dict[str, list[str]] = field(default_factory=dict)  # cluster-ips, nodeport-ips; absent set: no key
+    affinity_timeouts: dict[str, int] = field(default_factory=dict)  # affinity-* set -> timeout seconds
+
+    @property
+    def ip_family(self) -> int:
+        return 6 if self.family == "ip6" else 4
 
 
 @dataclass
 class NftablesState:
-    """Placeholder until the nftables source is built; plain dataclass fields only (JSON round-trip)."""
+    nft_version: str = ""
+    tables: list[KubeProxyTable] = field(default_factory=list)  # only the kube-proxy tables that exist
+    other_tables: list[str] = field(default_factory=list)  # "inet filter" ...: context for evidence
+    read_mode: str = ""  # how the chains' rules were read ("full table" | "per chain"), for the benchmark
+
+    def table(self, family: str) -> KubeProxyTable | None:
+        return next((t for t in self.tables if t.family == family), None)
+
+
+# Chain names -----------------------------------------------------------------------------------------
+
+def name_hash(name: str) -> str:
+    """kube-proxy's hashAndTruncate prefix: base32(sha256(name))[:8]."""
+    return base64.b32encode(hashlib.sha256(name.encode()).digest()).decode()[:8]
+
+
+@dataclass(frozen=True)
+class ChainName:
+    """A per-Service chain name taken apart:
+    `<prefix>-<hash>-<ns>/<svc>/<proto>/<port>[__<ip>/<port>]`."""
+
+    prefix: str  # "service" | "local" | "external" | "firewall" | "endpoint" | "affinity"
+    namespace: str
+    service: str
+    protocol: str
+    port_name: str
+    endpoint: str | None  # "10.180.0.1:80" / "[fd00::1]:80" for endpoint chains
+    hash_ok: bool  # the hash matches the rest of the name (else the name was edited or truncated)
+
+    @property
+    def service_port(self) -> str:
+        """kube-proxy's ServicePortName string: "ns/svc:port", or "ns/svc" for an unnamed port."""
+        base = f"{self.namespace}/{self.service}"
+        return f"{base}:{self.port_name}" if self.port_name else base
+
+
+def parse_chain_name(name: str) -> ChainName | None:
+    """None for a name that is not a per-Service chain (base chains, helpers, foreign chains)."""
+    prefix, sep, rest = name.partition("-")
+    if not sep or prefix + "-" not in (*SERVICE_PREFIXES, "affinity-") or "/" not in rest:
+        return None
+    digest, sep, body = rest.partition("-")
+    if not sep or len(digest) != 8:
+        return None
+    svc_part, _, ep_part = body.partition("__")
+    parts = svc_part.split("/")
+    if len(parts) != 4:
+        return None
+    endpoint = None
+    if ep_part:
+        ip, _, port = ep_part.rpartition("/")
+        ipv6 = not _IPV4.fullmatch(ip)  # kube-proxy writes an IPv6 address's ":" as "."
+        endpoint = f"[{ip.replace('.', ':')}]:{port}" if ipv6 else f"{ip}:{port}"
+    return ChainName(prefix=prefix, namespace=parts[0], service=parts[1], protocol=parts[2], port_name=parts[3],
+                     endpoint=endpoint, hash_ok=name_hash(body) == digest)

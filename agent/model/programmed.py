@@ -48,3 +48,4 @@ class ProgrammedServices:
     mode: str  # "iptables" | "nftables" | "ipvs"
     ports: list[ProgrammedPort] = field(default_factory=list)
     families: list[int] = field(default_factory=lambda: [4])  # the IP families the reader looked at
+    read_at: float | None = None  # when the rules were read, if earlier than the snapshot (a paced read)

@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.catalogue import load
-from agent.report import metrics_bridge, metrics_iptables
+from agent.report import metrics_bridge, metrics_iptables, metrics_ipvs, metrics_nftables, metrics_rules
 from agent.runner import Report
 
 MAX_SERIES_PER_ID = 100
@@ -80,7 +80,9 @@ def node_families(report: Report) -> Iterator[Metric]:
 
 # Each area adds its families here; all read only the Report.
 FAMILIES: tuple[Callable[[Report], Iterator[Metric]], ...] = (finding_families, source_families, node_families,
-                                                             metrics_bridge.families, metrics_iptables.families)
+                                                             metrics_bridge.families, metrics_iptables.families,
+                                                             metrics_nftables.families, metrics_ipvs.families,
+                                                             metrics_rules.families)
 
 
 class ReportCollector(Collector):

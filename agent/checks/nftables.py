@@ -1,0 +1,213 @@
+"""Is kube-proxy's nftables table whole? (nftables mode: the guide's "Is kube-proxy writing rules?")
+
+From the node alone: the table exists when kube-proxy runs in nftables mode, its base chains are hooked
+and jump to kube-proxy's dispatch chains, the dispatch maps exist, every map element and vmap entry
+points to a chain that exists, every Service chain a map dispatches to has endpoints (a full numgen
+ladder) whose chains DNAT, and no address is both dispatched and rejected as "no endpoints".
+
+kube-proxy writes each sync as one atomic transaction, so none of these is a transient state. Chains
+that nothing dispatches to are flushed leftovers kube-proxy deletes a second later: never judged here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from agent.catalogue import finding
+from agent.checks.mode import decide_mode
+from agent.model import Finding, Snapshot
+from agent.model.nftables import (
+    FIREWALL_IPS,
+    MAPS,
+    NO_ENDPOINT_NODEPORTS,
+    NO_ENDPOINT_SERVICES,
+    SERVICE_IPS,
+    SERVICE_NODEPORTS,
+    Chain,
+    KubeProxyTable,
+    parse_chain_name,
+)
+
+REJECT_CHAIN = "reject-chain"
+DSTNAT, SRCNAT = -100, 100
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A netfilter hook kube-proxy must be attached to, and what its base chain must jump to.
+    Names and priorities differ between releases; any chain of this type on this hook will do."""
+
+    type: str
+    hook: str
+    jumps_to: tuple[str, ...]  # any of these (release variants)
+    priority_ok: tuple[int, ...]  # accepted priorities across releases
+
+
+HOOKS = (
+    Hook("nat", "prerouting", ("services",), (DSTNAT,)),
+    Hook("nat", "output", ("services",), (DSTNAT,)),
+    Hook("nat", "postrouting", ("masquerading",), (SRCNAT,)),
+    # LoadBalancerSourceRanges must be judged on the pre-DNAT destination: before dstnat.
+    Hook("filter", "prerouting", ("firewall-check",), (DSTNAT - 10,)),
+    Hook("filter", "output", ("firewall-check",), (DSTNAT - 10,)),
+    # v1.29-1.30: one "endpoints-check" at dstnat-10; v1.31+: service-/nodeport-endpoints-check at filter (0).
+    Hook("filter", "input", ("endpoints-check", "nodeport-endpoints-check", "service-endpoints-check"),
+         (DSTNAT - 10, 0)),
+    Hook("filter", "forward", ("endpoints-check", "service-endpoints-check"), (DSTNAT - 10, 0)),
+    Hook("filter", "output", ("endpoints-check", "service-endpoints-check"), (DSTNAT - 10, 0)),
+)
+
+# Chains that must dispatch through a map, or kube-proxy's maps are never consulted.
+MAP_USERS = ((SERVICE_IPS, "services"), (SERVICE_NODEPORTS, "services"))
+
+
+def check(snap: Snapshot) -> Iterator[Finding]:
+    src = snap.nftables
+    if not src.ok:  # agent.source_failed says so
+        return
+    mode = decide_mode(snap).mode
+    tables = src.data.tables if src.data is not None else []
+    if mode == "nftables" and not tables:
+        yield finding("nftables.table_missing", snap.node, evidence={
+            "family": "ip", "why": src.note or "no `table ip kube-proxy` or `table ip6 kube-proxy` on this node",
+            "other_tables": ", ".join(src.data.other_tables) if src.data else ""})
+    for table in tables:
+        yield from check_table(table)
+
+
+def check_table(table: KubeProxyTable) -> Iterator[Finding]:
+    yield from _hooks(table)
+    yield from _maps(table)
+    yield from _dangling(table)
+    yield from _service_chains(table)
+    yield from _reject_shadows(table)
+
+
+def _subject(table: KubeProxyTable, what: str) -> str:
+    return f"table {table.family} kube-proxy: {what}"
+
+
+def _hooks(table: KubeProxyTable) -> Iterator[Finding]:
+    for want in HOOKS:
+        base = [c for c in table.chains.values() if c.type == want.type and c.hook == want.hook]
+        good = [c for c in base if c.priority in want.priority_ok and any(t in c.targets for t in want.jumps_to)]
+        if good or not all(c.rules_read for c in base):
+            continue
+        problem = ("no base chain on this hook" if not base else
+                   "; ".join(f"{c.name} (priority {c.priority}) jumps to {', '.join(c.targets) or 'nothing'}"
+                             for c in base))
+        yield finding("nftables.hook_missing", _subject(table, f"{want.type} {want.hook}"), evidence={
+            "family": table.family, "type": want.type, "hook": want.hook, "expected_jump": " or ".join(want.jumps_to),
+            "expected_priority": " or ".join(str(p) for p in want.priority_ok), "found": problem})
+    for map_name, user in MAP_USERS:
+        chain = table.chains.get(user)
+        if chain is not None and chain.rules_read and map_name not in (chain.vmap_maps or []):
+            yield finding("nftables.hook_missing", _subject(table, f"{user} -> @{map_name}"), evidence={
+                "family": table.family, "type": "chain", "hook": user, "expected_jump": f"vmap @{map_name}",
+                "expected_priority": "-", "found": f"{user} dispatches through {chain.vmap_maps or 'no map'}"})
+
+
+def _maps(table: KubeProxyTable) -> Iterator[Finding]:
+    for name in MAPS:
+        if name not in table.maps:
+            yield finding("nftables.map_missing", _subject(table, name), evidence={
+                "family": table.family, "map": name})
+
+
+def _service_of(chain_or_comment: str | None) -> str | None:
+    if not chain_or_comment:
+        return None
+    name = parse_chain_name(chain_or_comment)
+    return name.service_port if name else None
+
+
+def _dangling(table: KubeProxyTable) -> Iterator[Finding]:
+    for map_name, elements in sorted(table.maps.items()):
+        for e in elements:
+            if e.target is not None and e.target not in table.chains:
+                service = e.comment or _service_of(e.target)
+                yield finding("nftables.dangling_goto", service or _subject(table, map_name), service=service,
+                              evidence={"family": table.family, "where": f"map {map_name}", "element": e.text(),
+                                        "missing_chain": e.target})
+    for chain in table.chains.values():
+        for target in [*chain.targets, *(chain.vmap or {}).values()]:
+            if target not in table.chains:
+                service = _service_of(chain.name) or _service_of(target)
+                yield finding("nftables.dangling_goto", service or _subject(table, chain.name), service=service,
+                              evidence={"family": table.family, "where": f"chain {chain.name}",
+                                        "element": f"goto {target}", "missing_chain": target})
+
+
+def _dispatched_policy_chains(table: KubeProxyTable) -> dict[str, str]:
+    """service-/local- chains that traffic reaches from the dispatch maps (directly, or through an
+    external- chain), with the map element that leads there."""
+    out: dict[str, str] = {}
+    for map_name in (SERVICE_IPS, SERVICE_NODEPORTS, FIREWALL_IPS):
+        for e in table.maps.get(map_name, []):
+            chain = table.chains.get(e.target or "")
+            if chain is None:
+                continue
+            if chain.name.startswith(("service-", "local-")):
+                out.setdefault(chain.name, f"{map_name}: {e.text()}")
+            elif chain.name.startswith("external-"):
+                for t in chain.targets:
+                    if t.startswith(("service-", "local-")):
+                        out.setdefault(t, f"{map_name}: {e.text()} -> {chain.name}")
+    return out
+
+
+def _service_chains(table: KubeProxyTable) -> Iterator[Finding]:
+    for name, via in sorted(_dispatched_policy_chains(table).items()):
+        chain = table.chains.get(name)
+        if chain is None or not chain.rules_read:
+            continue
+        service = _service_of(name) or name
+        if not chain.vmap:
+            yield finding("nftables.service_without_endpoints", service, service=service, evidence={
+                "family": table.family, "chain": name, "dispatched_by": via, "rules": chain.rule_count})
+            continue
+        yield from _numgen(table, chain, service)
+        for target in sorted(set(chain.vmap.values())):
+            ep = table.chains.get(target)
+            if ep is not None and ep.rules_read and not ep.dnat:
+                ep_name = parse_chain_name(target)
+                yield finding("nftables.endpoint_chain_broken", service, service=service, evidence={
+                    "family": table.family, "chain": target, "service_chain": name,
+                    "endpoint": (ep_name.endpoint if ep_name else None) or "?",
+                    "rules": ep.rule_count})
+
+
+def _numgen(table: KubeProxyTable, chain: Chain, service: str) -> Iterator[Finding]:
+    """`numgen random mod N vmap { 0 : ..., N-1 : ... }`: a missing index sends 1/N of new
+    connections nowhere (they fall out of the chain un-DNATed)."""
+    mod = chain.numgen_mod or 0
+    want = {str(i) for i in range(mod)}
+    have = set(chain.vmap or {})
+    if want == have:
+        return
+    if chain.vmap_by_reference:  # only how many endpoint chains the vmap holds is known
+        missing = f"{mod - len(have)} of {mod}" if len(have) < mod else "none"
+        extra = f"{len(have) - mod} beyond {mod}" if len(have) > mod else "none"
+    else:
+        missing = ", ".join(sorted(want - have, key=int)) or "none"
+        extra = ", ".join(sorted(have - want)) or "none"
+    yield finding("nftables.numgen_gap", service, service=service, evidence={
+        "family": table.family, "chain": chain.name, "mod": mod, "missing_indexes": missing,
+        "extra_indexes": extra})
+
+
+def _reject_shadows(table: KubeProxyTable) -> Iterator[Finding]:
+    """The same address both dispatched to a Service chain and rejected as "has no endpoints": the
+    filter hooks reject before the nat dispatch runs, so the Service's endpoints are never reached.
+    (A drop for externalTrafficPolicy Local without local endpoints sits beside a dispatch by design.)"""
+    for dispatch, no_ep in ((SERVICE_IPS, NO_ENDPOINT_SERVICES), (SERVICE_NODEPORTS, NO_ENDPOINT_NODEPORTS)):
+        dispatched = {tuple(e.key): e for e in table.maps.get(dispatch, [])}
+        for e in table.maps.get(no_ep, []):
+            if e.target != REJECT_CHAIN and e.verdict != "reject":
+                continue
+            hit = dispatched.get(tuple(e.key))
+            if hit is not None:
+                service = e.comment or _service_of(hit.target) or " . ".join(e.key)
+                yield finding("nftables.reject_shadows_service", service, service=service, evidence={
+                    "family": table.family, "reject": f"{no_ep}: {e.text()}", "dispatch": f"{dispatch}: {hit.text()}"})
