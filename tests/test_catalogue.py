@@ -70,3 +70,14 @@ def test_readme_findings_table_and_runbooks_are_fresh() -> None:
 def test_readme_names_every_finding_id() -> None:
     readme = (REPO / "README.md").read_text()
     assert {fid for fid in load() if f"`{fid}`" not in readme} == set()
+
+
+def test_readme_documents_every_metric_name_in_the_code() -> None:
+    names: set[str] = set()
+    for path in (REPO / "agent").rglob("*.py"):
+        names |= set(re.findall(r'"(svcdoctor_[a-z0-9_]+)"', path.read_text()))
+    readme = (REPO / "README.md").read_text()
+    documented = set(re.findall(r"`(svcdoctor_[a-z0-9_]+)`", readme))
+    # counters are exposed with `_total`, which is how the README names them
+    missing = {n for n in names if n not in documented and f"{n}_total" not in documented}
+    assert len(names) > 20 and missing == set()
