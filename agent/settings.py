@@ -6,6 +6,7 @@ which wins over the built-in default; each value keeps where it came from, for t
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +65,14 @@ def pick(proc: ProcessInfo | None, flag: str, config_key: str, default: Any) -> 
         if value not in (None, ""):
             return Setting(value, f"config {proc.config_path}: {config_key}")
     return Setting(default, "default")
+
+
+def cidr_includes_loopback(cidr: str) -> bool:
+    """Does a --nodeport-addresses entry cover 127.0.0.0/8? Keywords ("primary") never do."""
+    try:
+        return ipaddress.ip_network(cidr, strict=False).overlaps(ipaddress.ip_network("127.0.0.0/8"))
+    except ValueError:
+        return False
 
 
 def as_bool(value: Any) -> bool:

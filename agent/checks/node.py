@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterator
 
 from agent.catalogue import finding
 from agent.checks.mode import decide_mode
 from agent.model import Finding, Snapshot
-from agent.settings import as_bool, kube_proxy_settings
+from agent.settings import as_bool, cidr_includes_loopback, kube_proxy_settings
 
 
 def _serves_localhost_nodeports(snap: Snapshot) -> bool:
@@ -19,15 +18,7 @@ def _serves_localhost_nodeports(snap: Snapshot) -> bool:
     if not as_bool(settings.localhost_nodeports.value):
         return False
     addrs = settings.nodeport_addresses.value
-    if not addrs:
-        return True
-    for cidr in addrs:
-        try:
-            if ipaddress.ip_network(str(cidr), strict=False).overlaps(ipaddress.ip_network("127.0.0.0/8")):
-                return True
-        except ValueError:
-            continue  # "primary" and other keywords never include loopback
-    return False
+    return not addrs or any(cidr_includes_loopback(str(cidr)) for cidr in addrs)
 
 
 def check(snap: Snapshot) -> Iterator[Finding]:
