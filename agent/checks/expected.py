@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent.checks.memo import by_identity
 from agent.model.cluster import ClusterState, EndpointSpec, ServicePortSpec, ServiceSpec, SliceSpec
 from agent.model.programmed import (
     CLUSTER_IP,
@@ -114,6 +115,7 @@ def _categorize(svc: ServiceSpec, sp: ServicePortSpec, eps: list[_Ep], node: str
     return cluster, local_eps, has_any, usable
 
 
+@by_identity
 def expected_ports(state: ClusterState, node: str) -> list[ExpectedPort]:
     out: list[ExpectedPort] = []
     last_by_service: dict[tuple[str, str], float] = {}

@@ -8,11 +8,13 @@ source failed or is absent): the comparison is then skipped, never turned into "
 from __future__ import annotations
 
 from agent.checks import programmed_iptables, programmed_ipvs, programmed_nftables
+from agent.checks.memo import by_identity
 from agent.checks.mode import decide_mode
 from agent.model import Snapshot
 from agent.model.programmed import ProgrammedServices
 
 
+@by_identity
 def programmed(snap: Snapshot) -> ProgrammedServices | None:
     mode = decide_mode(snap).mode
     if mode == "iptables" and snap.iptables.ok and snap.iptables.data is not None:

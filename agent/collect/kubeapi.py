@@ -62,6 +62,7 @@ class Informer(threading.Thread):
         self.updated_at = 0.0
         self.stop = threading.Event()
         self.relists = 0
+        self.changes = 0  # bumped on every list and every object event: "has anything changed?"
 
     def _call(self, **kw: Any) -> Any:
         from kubernetes.client.exceptions import ApiException
@@ -92,6 +93,7 @@ class Informer(threading.Thread):
                 break
         with self.lock:
             self.store, self.rv, self.listed = items, str(meta.get("resourceVersion", "")), True
+            self.changes += 1
             self._healthy()
 
     def _healthy(self) -> None:
@@ -116,8 +118,10 @@ class Informer(threading.Thread):
                 with self.lock:
                     if kind in ("ADDED", "MODIFIED"):
                         self.store[_key(obj)] = self.compact(obj)
+                        self.changes += 1
                     elif kind == "DELETED":
                         self.store.pop(_key(obj), None)
+                        self.changes += 1
                     self.rv = rv
                     self._healthy()
         finally:
@@ -158,6 +162,8 @@ class KubeApiProvider:
 
         core, discovery = client.CoreV1Api(api_client), client.DiscoveryV1Api(api_client)
         self.origin, self.max_stale_s = origin, max_stale_s
+        self._last_lock = threading.Lock()
+        self._last: tuple[tuple[Any, ...], ClusterState] | None = None
         self.informers = {
             "services": Informer("services", core.list_service_for_all_namespaces, compact_service,
                                  backoff_max_s=backoff_max_s),
@@ -187,7 +193,20 @@ class KubeApiProvider:
                 inf.failing_since = time.time()
 
     def state(self) -> ClusterState:
+        """The current compact state. While nothing changed and the API answers, the very same object is
+        returned, so what checks derive from it (agent/checks/memo.py) is not derived again."""
         infs = list(self.informers.values())
+        key = tuple((i.changes, i.error, i.listed) for i in infs)
+        healthy = all(i.failing_since is None for i in infs)
+        with self._last_lock:
+            if healthy and self._last is not None and self._last[0] == key:
+                return self._last[1]
+        state = self._build(infs)
+        with self._last_lock:
+            self._last = (key, state) if healthy else None
+        return state
+
+    def _build(self, infs: list[Informer]) -> ClusterState:
         now = time.time()
         errors = [i.error for i in infs if i.error]
         stale = max([now - i.failing_since for i in infs if i.failing_since is not None], default=0.0)

@@ -204,3 +204,12 @@ def test_file_provider_reads_kubectl_output(tmp_path: Path) -> None:
     state = FileProvider(OVERALL, NODE).state()
     assert {s.name for s in state.services} == {f"svc{i}" for i in range(1, 7)}
     assert state.origin == f"file {OVERALL}"
+
+
+def test_unchanged_state_is_the_same_object_and_a_change_makes_a_new_one(api: FakeApiServer,
+                                                                         live: KubeApiProvider) -> None:
+    first = live.state()
+    assert live.state() is first  # nothing changed: derived views (agent/checks/memo.py) are reused
+    api.apply(_slice("ns1", "svc1", "10.180.0.44"))
+    eventually(lambda: live.state() is not first)
+    assert any(s.name == "svc1-extra" for s in live.state().slices)

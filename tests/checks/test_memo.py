@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.checks.memo import by_identity
+
+
+@dataclass
+class Thing:
+    value: int
+
+
+def test_same_object_is_computed_once_and_an_equal_new_object_again() -> None:
+    calls: list[int] = []
+
+    @by_identity
+    def double(t: Thing, extra: int) -> int:
+        calls.append(t.value)
+        return 2 * t.value + extra
+
+    a = Thing(1)
+    assert (double(a, 0), double(a, 0)) == (2, 2)
+    assert calls == [1]
+    assert double(Thing(1), 0) == 2  # equal but not the same object: computed again
+    assert double(a, 5) == 7  # other arguments are part of the key
+    assert calls == [1, 1, 1]
