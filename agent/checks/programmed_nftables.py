@@ -58,7 +58,8 @@ def programmed_ports(state: NftablesState, cluster: ClusterState | None = None) 
 def programmed_services(state: NftablesState, cluster: ClusterState | None = None) -> ProgrammedServices:
     """programmed_ports with the families this reader looked at (a table per family)."""
     return ProgrammedServices("nftables", programmed_ports(state, cluster),
-                              families=sorted({t.ip_family for t in state.tables}) or [4])
+                              families=sorted({t.ip_family for t in state.tables}) or [4],
+                              read_at=state.read_at or None)
 
 
 def _lb_ips(cluster: ClusterState | None) -> dict[str, set[str]]:

@@ -24,7 +24,7 @@ from agent.collect import (
     process,
     sysctl,
 )
-from agent.collect.base import CollectContext
+from agent.collect.base import CollectContext, Paced
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,8 @@ COLLECTORS: tuple[Collector, ...] = (
     Collector("links", links.collect),
     # a save of 170k rules takes seconds (a minute on some nft hosts); reads are paced, see iptables.py
     Collector("iptables", iptables.collect, timeout_s=90.0),
-    # `nft -t -j list table` of 130k rules takes ~10 s (10k Services x 5 endpoints); see bench/bench_nftables.py
-    Collector("nftables", nftables.collect, timeout_s=60.0),
+    # reading 10k Services x 5 endpoints takes ~6 s (bench/bench_nftables.py): paced to ~5% of a core
+    Collector("nftables", Paced(nftables.collect), timeout_s=60.0),
     Collector("ipvs", ipvs.collect),
     Collector("cni", cni.collect),
     Collector("kubelet_log", kubelet_log.collect),

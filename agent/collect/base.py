@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from agent.config import Config
 from agent.model import ProcessInfo
+
+T = TypeVar("T")
 
 
 class Absent(Exception):
@@ -65,3 +70,26 @@ def find_binary(name: str, dirs: list[str] | tuple[str, ...], root: Path) -> str
         if candidate.is_file() and os.access(candidate, os.X_OK):
             return str(Path(d) / name)
     return None
+
+
+class Paced(Generic[T]):
+    """Spaces out an expensive read so it costs at most `budget` of a core on average: after a read that
+    took `cost` seconds (wall time, its children included: an upper bound of its CPU), the same result
+    is handed back until cost / budget seconds after that read began. A failed read is not remembered:
+    the next run tries again. The result should carry its own read time, so checks judge its age."""
+
+    def __init__(self, read: Callable[[CollectContext], T], budget: float = 0.05) -> None:
+        self.read, self.budget = read, budget
+        self._lock = threading.Lock()
+        self._last: T | None = None
+        self._next = 0.0
+
+    def __call__(self, ctx: CollectContext) -> T:
+        with self._lock:
+            if self._last is not None and time.monotonic() < self._next:
+                return self._last
+        started = time.monotonic()
+        result = self.read(ctx)
+        with self._lock:
+            self._last, self._next = result, started + (time.monotonic() - started) / self.budget
+        return result

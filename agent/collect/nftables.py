@@ -34,7 +34,8 @@ def collect(ctx: CollectContext) -> NftablesState:
     if not kernel_module_present(ctx, "nf_tables"):
         raise Absent("the nf_tables kernel module is not loaded (nothing uses nftables on this node)")
     nft = Nft(ctx)
-    state = NftablesState(nft_version=run_command(["nft", "--version"], nft.left()).split(" (")[0].strip())
+    state = NftablesState(nft_version=run_command(["nft", "--version"], nft.left()).split(" (")[0].strip(),
+                          read_at=time.time())
     present: set[str] = set()
     try:
         tables = list_tables(nft.left())

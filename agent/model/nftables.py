@@ -87,6 +87,7 @@ class NftablesState:
     tables: list[KubeProxyTable] = field(default_factory=list)  # only the kube-proxy tables that exist
     other_tables: list[str] = field(default_factory=list)  # "inet filter" ...: context for evidence
     read_mode: str = ""  # how the chains' rules were read ("full table" | "per chain"), for the benchmark
+    read_at: float = 0.0  # unix time of the read (older than the snapshot when reads are paced)
 
     def table(self, family: str) -> KubeProxyTable | None:
         return next((t for t in self.tables if t.family == family), None)
