@@ -53,6 +53,11 @@ def hostport(ip: str, port: int) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
+def host_of(addr: str) -> str:
+    """The IP of an "ip:port" / "[ip]:port" endpoint or dispatch address (the inverse of hostport)."""
+    return addr.rsplit(":", 1)[0].strip("[]")
+
+
 def skipped(svc: ServiceSpec) -> bool:
     """kube-proxy's ShouldSkipService: headless, ExternalName and IP-less Services get no rules."""
     return svc.type == "ExternalName" or not svc.cluster_ips or svc.cluster_ips[0] in ("None", "")

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agent.catalogue import finding
-from agent.checks.expected import expected_ports
+from agent.checks.expected import expected_ports, host_of
 from agent.checks.hairpin_mode import CNI, HAIRPIN_VETH, NONE, PROMISCUOUS_BRIDGE, HairpinMode, hairpin_mode
 from agent.model import Finding, Severity, Snapshot
 from agent.model.cluster import ClusterState
@@ -40,8 +40,7 @@ def services_by_endpoint_ip(snap: Snapshot) -> dict[str, list[str]] | None:
     found: dict[str, set[str]] = {}
     for port in expected_ports(state, snap.node):
         for endpoint in port.usable_endpoints:
-            ip = endpoint.rsplit(":", 1)[0].strip("[]")
-            found.setdefault(ip, set()).add(port.service)
+            found.setdefault(host_of(endpoint), set()).add(port.service)
     return {ip: sorted(names) for ip, names in found.items()}
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from agent.catalogue import finding
-from agent.checks.expected import ExpectedPort, expected_ports
+from agent.checks.expected import ExpectedPort, expected_ports, host_of
 from agent.checks.programmed import programmed
 from agent.model import Finding, Snapshot
 from agent.model.programmed import (
@@ -39,10 +39,6 @@ def settling(exp: ExpectedPort, rules_read_at: float, grace: float) -> bool:
     return exp.last_change is not None and rules_read_at - exp.last_change < grace
 
 
-def _ip(addr: str) -> str:
-    return addr.rsplit(":", 1)[0]
-
-
 def _compare_endpoints(exp: ExpectedPort, prog: ProgrammedPort, mode: str, chain: str,
                        want: set[str] | None, have: set[str]) -> Iterator[Finding]:
     base = {"mode": mode, "chain": chain}
@@ -58,9 +54,9 @@ def _compare_endpoints(exp: ExpectedPort, prog: ProgrammedPort, mode: str, chain
         return
     want = want or set()
     missing, stale = want - have, have - want
-    stale_by_ip = {_ip(a): a for a in stale}
+    stale_by_ip = {host_of(a): a for a in stale}
     for ep in sorted(missing):
-        wrong = stale_by_ip.get(_ip(ep))
+        wrong = stale_by_ip.get(host_of(ep))
         if wrong is not None:
             stale.discard(wrong)
             yield finding("rules.endpoint_port_mismatch", exp.service, service=exp.service,

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.testbed import DATA, REPO, Node, by_id, ids, problems, require
 
 KUBEADM = DATA / "kubeadm"
@@ -158,30 +160,24 @@ def test_conntrack_real_table_is_read(node: Node, tmp_path: Path) -> None:
     assert ct["kube_proxy_binary"] == "/usr/sbin/conntrack"
 
 
-def test_ip_forward_disabled(node: Node) -> None:
+@pytest.mark.parametrize(("sysctl", "fid"), [("net.ipv4.ip_forward", "node.ip_forward_disabled"),
+                                             ("net.ipv4.conf.all.route_localnet", "node.route_localnet_disabled")])
+def test_sysctl_turned_off_on_a_healthy_node(node: Node, sysctl: str, fid: str) -> None:
     healthy(node)
-    node.sysctl("net.ipv4.ip_forward", 0)
+    node.sysctl(sysctl, 0)
     _, doc = node.check()
-    assert problems(doc) == {("node.ip_forward_disabled", "test-node")}
+    assert problems(doc) == {(fid, "test-node")}
 
 
 def test_bridge_nf_call_iptables_disabled_with_a_pod_on_a_bridge(node: Node) -> None:
     healthy(node)
-    node.sh("ip", "link", "add", "cni0", "type", "bridge")
-    node.sh("ip", "link", "add", "veth1", "type", "veth", "peer", "name", "eth0p")
-    node.sh("ip", "link", "set", "veth1", "master", "cni0")
+    node.bridge("cni0")
+    node.pod_on_bridge("cni0", "10.85.0.5", hairpin=True)
     _, doc = node.check()
     assert problems(doc) == set()
     node.sysctl("net.bridge.bridge-nf-call-iptables", 0)
     _, doc = node.check()
     assert problems(doc) == {("node.bridge_nf_call_iptables_disabled", "cni0")}
-
-
-def test_route_localnet_disabled(node: Node) -> None:
-    healthy(node)
-    node.sysctl("net.ipv4.conf.all.route_localnet", 0)
-    _, doc = node.check()
-    assert problems(doc) == {("node.route_localnet_disabled", "test-node")}
 
 
 def test_permission_denied_is_source_failed_and_other_findings_remain(node: Node) -> None:
