@@ -13,7 +13,6 @@ import hashlib
 
 # iptables chain prefixes kube-proxy derives from a service port's hash
 SVC, SVL, EXT, FW, SEP = "KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-"
-SERVICE_PORT_PREFIXES = (SVC, SVL, EXT, FW)
 
 
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"

@@ -9,7 +9,6 @@ lives in the process's mount namespace (a ConfigMap mounted into kube-proxy's po
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -132,7 +131,3 @@ def collect_kube_proxy(ctx: CollectContext) -> ProcessInfo:
 
 def collect_kubelet(ctx: CollectContext) -> ProcessInfo:
     return find_process(ctx.cfg, "kubelet")
-
-
-def proc_root(cfg: Config, info: ProcessInfo) -> Path:
-    return cfg.procfs(info.pid, "root")
