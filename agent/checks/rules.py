@@ -20,6 +20,7 @@ from agent.model.programmed import (
     LOAD_BALANCER_IP,
     REJECT,
     TO_SERVICE,
+    Dispatch,
     ProgrammedPort,
     ProgrammedServices,
 )
@@ -75,7 +76,13 @@ _SAME_RULE = {EXTERNAL_IP: LOAD_BALANCER_IP, LOAD_BALANCER_IP: EXTERNAL_IP}
 
 
 def compare_port(exp: ExpectedPort, prog: ProgrammedPort | None, mode: str) -> Iterator[Finding]:
-    have = {(d.kind, d.address): d for d in prog.dispatch} if prog else {}
+    have: dict[tuple[str, str], Dispatch] = {}
+    for d in prog.dispatch if prog else []:
+        # Both a dispatch to the Service and a "no (local) endpoints" reject/drop for one address (traffic
+        # policy Local without a local endpoint): the reject/drop is what the traffic meets, whatever order
+        # the reader listed them in.
+        if (d.kind, d.address) not in have or d.action in (REJECT, DROP):
+            have[(d.kind, d.address)] = d
     rejected = False
     for (kind, address), want in sorted(exp.dispatch.items()):
         got = have.get((kind, address)) or have.get((_SAME_RULE.get(kind, kind), address))

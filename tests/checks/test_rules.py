@@ -16,7 +16,7 @@ import pytest
 from agent.checks.expected import ExpectedPort, expected_ports
 from agent.checks.rules import compare
 from agent.kubeobjects import state_from_items
-from agent.model.programmed import REJECT, TO_SERVICE, Dispatch, ProgrammedPort, ProgrammedServices
+from agent.model.programmed import DROP, REJECT, TO_SERVICE, Dispatch, ProgrammedPort, ProgrammedServices
 from tests.testbed import FIXTURES
 
 OVERALL = FIXTURES / "iptables" / "v1.3x_TestOverallIPTablesRules.cluster.json"
@@ -150,6 +150,16 @@ def test_grace_suppresses_settling_ports(settle: bool) -> None:
     port(view, "ns1/svc1:p80").endpoints = []
     got = {(f.id, f.service) for f in compare(exp, view, lambda e: settle and e.service == "ns1/svc1:p80")}
     assert got == (set() if settle else {("rules.endpoint_missing", "ns1/svc1:p80")})
+
+
+@pytest.mark.parametrize("drop_first", [True, False])
+def test_a_drop_shadowing_a_working_dispatch_is_reject_stale_in_any_listing_order(drop_first: bool) -> None:
+    exp = expected()
+    view = matching_view(exp)
+    p = port(view, "ns4/svc4:p80")  # eTP=Cluster with endpoints: its external IP must go to the Service
+    drop = Dispatch("external_ip", "192.168.99.33:80", DROP, "has no local endpoints")
+    p.dispatch = [drop, *p.dispatch] if drop_first else [*p.dispatch, drop]
+    assert found(exp, view) == {("rules.reject_stale", "ns4/svc4:p80")}
 
 
 def test_dispatch_action_constants_are_the_contract() -> None:
