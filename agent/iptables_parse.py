@@ -15,6 +15,7 @@ in kube-proxy's order, unquoted one-word comments, `-X` in partial syncs, `-I` i
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterable
 
 from agent.model.iptables import (
@@ -119,8 +120,13 @@ def _first_comment(line: str) -> str | None:
 class Parser:
     """Feed lines in order; `result()` gives the RuleSet. Kept as a class so a collector can stream."""
 
-    def __init__(self, family: int = 4) -> None:
+    def __init__(self, family: int = 4, rules_seen: dict[str, Rule] | None = None,
+                 rules_used: dict[str, Rule] | None = None) -> None:
         self.rs = RuleSet(family=family)
+        # Dispatch rules parsed before, by line (agent/iptables_reuse.py passes the previous read's), and
+        # where to record the ones this parse uses. A Rule is never changed once parsed, so it can be shared.
+        self.rules_seen = rules_seen if rules_seen is not None else {}
+        self.rules_used = rules_used
         self.table: Table | None = None
         self.declared: dict[str, str] = {}  # chain name -> the one string object for it (shared by references)
         self._pending: dict[str, str] = {}  # KUBE-* jump target not declared (yet) in this table -> a rule
@@ -219,13 +225,17 @@ class Parser:
 
     def _other_rule(self, table: Table, chain: str, target: str, line: str) -> None:
         if chain in DISPATCH_CHAINS or chain.startswith(DISPATCH_PREFIXES):
-            try:
-                rule = parse_rule(line)
-            except ValueError as exc:
-                table.rule_count -= 1
-                self._unparsed(line, str(exc))
-                return
-            rule.chain, rule.target = chain, target or rule.target
+            rule = self.rules_seen.get(line)
+            if rule is None:
+                try:
+                    rule = parse_rule(line)
+                except ValueError as exc:
+                    table.rule_count -= 1
+                    self._unparsed(line, str(exc))
+                    return
+                rule.chain, rule.target = chain, target or rule.target
+            if self.rules_used is not None:
+                self.rules_used[line] = rule
             rules = table.dispatch.setdefault(chain, [])
             rules.insert(0, rule) if line.startswith("-I ") else rules.append(rule)
             return
@@ -280,7 +290,8 @@ class Parser:
             return
         declared = self.declared
         if "\n:" in seg:
-            names = _CHAIN_DECL.findall(seg)
+            # interned: the same names come back in every read, and in rules (agent/iptables_reuse.py keeps them)
+            names = list(map(sys.intern, _CHAIN_DECL.findall(seg)))
             before = len(declared)
             declared.update(zip(names, names, strict=True))
             if len(declared) == before + len(names):  # all new (the usual case): add them in one go
@@ -334,14 +345,16 @@ class Parser:
                 if target not in self.declared:
                     text = text if text.startswith("-") else "-A ? " + text
                     self.rs.dangling.append(Jump(table.name, text.split(" ", 2)[1], target, text))
-            known = self.declared
+            known = self.declared.keys()  # set operations: a table may have 60k chains
             for store in (table.endpoint_dnat, table.ladders, table.dispatch, table.plain):
-                for chain in [c for c in store if c not in known]:
+                stray = store.keys() - known
+                for chain in [c for c in store if c in stray] if stray else []:
                     self._unparsed(f"-A {chain} ...", "rules for an undeclared chain")
                     self._flush(table, chain)
-            for chain in table.chains:  # an endpoint chain with no rule at all has no DNAT either
-                if chain.startswith(ENDPOINT_PREFIX) and chain not in table.endpoint_dnat:
-                    table.endpoint_dnat[chain] = ""
+            # an endpoint chain with no rule at all has no DNAT either
+            empty = {c for c in known - table.endpoint_dnat.keys() if c.startswith(ENDPOINT_PREFIX)}
+            for chain in [c for c in table.chains if c in empty] if empty else []:
+                table.endpoint_dnat[chain] = ""
         self._pending.clear()
         self.table = None
 

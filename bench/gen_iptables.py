@@ -88,17 +88,51 @@ def generate(services: int, endpoints: int) -> Iterator[str]:
             ep = f"{_ip(POD_BASE, i * endpoints + e)}:8080"
             sep = endpoint_chain(name, "tcp", ep)
             yield f":{sep} - [0:0]\n"
-            left = endpoints - e
-            prob = "" if left == 1 else f" -m statistic --mode random --probability {1.0 / left:0.10f}"
-            rules.append(f'-A {svc} -m comment --comment "{name} -> {ep}"{prob} -j {sep}\n')
-            rules.append(f"-A {sep} -m comment --comment {name} -s {ep.split(':')[0]} -j KUBE-MARK-MASQ\n")
-            rules.append(f"-A {sep} -m comment --comment {name} -m tcp -p tcp -j DNAT --to-destination {ep}\n")
+            rules.extend(_endpoint_rules(name, svc, ep, endpoints - e))
     yield from dispatch
     yield ('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule '
            'in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS\n')
     yield from nodeports
     yield NAT_FIXED
     yield from rules
+    yield "COMMIT\n"
+
+
+def _endpoint_rules(name: str, svc: str, ep: str, left: int) -> list[str]:
+    """The ladder rule for one endpoint (`left` endpoints from here on) and its KUBE-SEP chain's rules."""
+    sep = endpoint_chain(name, "tcp", ep)
+    prob = "" if left == 1 else f" -m statistic --mode random --probability {1.0 / left:0.10f}"
+    return [f'-A {svc} -m comment --comment "{name} -> {ep}"{prob} -j {sep}\n',
+            f"-A {sep} -m comment --comment {name} -s {ep.split(':')[0]} -j KUBE-MARK-MASQ\n",
+            f"-A {sep} -m comment --comment {name} -m tcp -p tcp -j DNAT --to-destination {ep}\n"]
+
+
+def changed_endpoints(services: int, endpoints: int, every: int) -> Iterator[str]:
+    """A partial sync as kube-proxy writes it (restore with --noflush) after the first endpoint of every
+    `every`-th Service of `generate(services, endpoints)` moved to a new pod IP: the Service's KUBE-SVC
+    chain is declared again (which flushes it) and rewritten, the new KUBE-SEP chain written, and the old
+    one flushed (declared) and deleted."""
+    chains: list[str] = []
+    rules: list[str] = []
+    deleted: list[str] = []
+    for i in range(0, services, every):
+        if i % 50 == 49:
+            continue
+        name, cip = f"ns{i}/svc{i}:p80", _ip(CLUSTER_BASE, i + 1)
+        svc = service_chain(SVC, name, "tcp")
+        eps = [f"{_ip(POD_BASE, i * endpoints + e)}:8080" for e in range(endpoints)]
+        deleted.append(endpoint_chain(name, "tcp", eps[0]))
+        eps[0] = f"{_ip(POD_BASE, services * endpoints + i)}:8080"
+        chains += [svc, endpoint_chain(name, "tcp", eps[0])]
+        rules.append(f'-A {svc} -m comment --comment "{name} cluster IP" -m tcp -p tcp -d {cip} --dport 80 '
+                     f"! -s {POD_CIDR} -j KUBE-MARK-MASQ\n")
+        for e, ep in enumerate(eps):
+            ep_rules = _endpoint_rules(name, svc, ep, endpoints - e)
+            rules.extend(ep_rules if e == 0 else ep_rules[:1])  # the other KUBE-SEP chains stay as they are
+    yield "*nat\n"
+    yield from (f":{chain} - [0:0]\n" for chain in chains + deleted)
+    yield from rules
+    yield from (f"-X {sep}\n" for sep in deleted)
     yield "COMMIT\n"
 
 

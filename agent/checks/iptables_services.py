@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from agent.catalogue import finding
 from agent.checks.iptables_scope import scope
+from agent.checks.memo import by_identity
 from agent.checks.programmed_iptables import Names, endpoint_users, learn_names, service_names
 from agent.iptables_parse import jump_target
 from agent.model import Finding, Snapshot
@@ -21,11 +22,13 @@ def check(snap: Snapshot) -> Iterator[Finding]:
     if sc is None or not sc.kube_proxy_iptables:
         return
     for rs in sc.state.rulesets:
-        names = learn_names(rs)
-        yield from _ladders(rs, names)
-        yield from _unreferenced(rs, names)
-        yield from _endpoint_chains(rs, names)
-        yield from _no_endpoints(rs)
+        yield from findings_of(rs)
+
+
+@by_identity  # the same RuleSet object comes back while the rules are unchanged (agent/iptables_reuse.py)
+def findings_of(rs: RuleSet) -> tuple[Finding, ...]:
+    names = learn_names(rs)
+    return (*_ladders(rs, names), *_unreferenced(rs, names), *_endpoint_chains(rs, names), *_no_endpoints(rs))
 
 
 def _label(names: Names, chain: str) -> tuple[str, str | None]:

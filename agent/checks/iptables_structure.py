@@ -4,9 +4,11 @@ KUBE-NODEPORTS last in nat KUBE-SERVICES, no jump to a missing chain, no leftove
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from agent.catalogue import finding
-from agent.checks.iptables_scope import Scope, scope
+from agent.checks.iptables_scope import scope
+from agent.checks.memo import by_identity
 from agent.iptables_parse import jump_target
 from agent.model import Finding, Snapshot
 from agent.model.iptables import RuleSet
@@ -39,13 +41,31 @@ def check(snap: Snapshot) -> Iterator[Finding]:
     if sc is None:
         return
     for rs in sc.state.rulesets:
-        yield from _leftovers(sc, rs, snap.node)
-        for jump in rs.dangling:
-            yield finding("iptables.dangling_jump", f"{jump.table}/{jump.chain}", evidence={
-                "table": jump.table, "chain": jump.chain, "target": jump.target, "rule": jump.text,
-                "family": rs.family})
-        if sc.kube_proxy_iptables and (rs.family == 4 or serves_family(rs)):
-            yield from _skeleton(sc, rs, snap.node)
+        yield from findings_of(rs, sc.state.backend, sc.kube_proxy_iptables, sc.version, sc.version_text)
+
+
+@by_identity  # the same RuleSet object comes back while the rules are unchanged (agent/iptables_reuse.py)
+def findings_of(rs: RuleSet, backend: str, kube_proxy_iptables: bool, version: tuple[int, int],
+                version_text: str) -> tuple[Finding, ...]:
+    sc = Context(backend, kube_proxy_iptables, version, version_text)
+    out = list(_leftovers(sc, rs))
+    for jump in rs.dangling:
+        out.append(finding("iptables.dangling_jump", f"{jump.table}/{jump.chain}", evidence={
+            "table": jump.table, "chain": jump.chain, "target": jump.target, "rule": jump.text,
+            "family": rs.family}))
+    if kube_proxy_iptables and (rs.family == 4 or serves_family(rs)):
+        out.extend(_skeleton(sc, rs))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the structure checks need to know besides the rules (hashable: part of the memo's key)."""
+
+    backend: str
+    kube_proxy_iptables: bool
+    version: tuple[int, int]
+    version_text: str
 
 
 def serves_family(rs: RuleSet) -> bool:
@@ -54,8 +74,8 @@ def serves_family(rs: RuleSet) -> bool:
     return any(c in KUBE_PROXY_MARKERS for t in rs.tables.values() for c in t.chains)
 
 
-def _skeleton(sc: Scope, rs: RuleSet, node: str) -> Iterator[Finding]:
-    common = {"family": rs.family, "backend": sc.state.backend}
+def _skeleton(sc: Context, rs: RuleSet) -> Iterator[Finding]:
+    common = {"family": rs.family, "backend": sc.backend}
     present = {name: set(t.chains) for name, t in rs.tables.items()}
     for table, chain, since in CHAINS:
         if sc.version >= since and chain not in present.get(table, set()):
@@ -77,8 +97,8 @@ def _skeleton(sc: Scope, rs: RuleSet, node: str) -> Iterator[Finding]:
                 "has_nodeports_jump": any(r.target == "KUBE-NODEPORTS" for r in services or []), **common})
 
 
-def _leftovers(sc: Scope, rs: RuleSet, node: str) -> Iterator[Finding]:
-    common = {"family": rs.family, "backend": sc.state.backend}
+def _leftovers(sc: Context, rs: RuleSet) -> Iterator[Finding]:
+    common = {"family": rs.family, "backend": sc.backend}
     for table in rs.tables.values():
         userspace = sorted(c for c in table.chains if c in USERSPACE_CHAINS)
         if userspace:

@@ -10,10 +10,10 @@ endpoints); endpoints are read from the KUBE-SEP chains' DNAT targets.
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agent.checks.memo import by_identity
 from agent.kube_hash import EXT, FW, SVC, SVL, port_proto_hash
 from agent.model.iptables import IptablesState, Rule, RuleSet, Table
 from agent.model.programmed import (
@@ -70,21 +70,9 @@ class Names:
         return None
 
 
-_learnt: dict[int, tuple[weakref.ref[RuleSet], Names]] = {}  # the latest RuleSet's names (checks, metrics share)
-
-
+@by_identity  # once per RuleSet object: the checks and the metrics share it
 def learn_names(rs: RuleSet) -> Names:
-    """Names of the hashed chains of a RuleSet (computed once per RuleSet object)."""
-    hit = _learnt.get(id(rs))
-    if hit is not None and hit[0]() is rs:
-        return hit[1]
-    names = _learn_names(rs)
-    _learnt.clear()
-    _learnt[id(rs)] = (weakref.ref(rs), names)
-    return names
-
-
-def _learn_names(rs: RuleSet) -> Names:
+    """Names of the hashed chains of a RuleSet."""
     names = Names()
     for table in rs.tables.values():
         for rules in table.dispatch.values():
@@ -146,6 +134,7 @@ def _kind_of_nat(rule: Rule) -> str | None:
     return None
 
 
+@by_identity  # the same RuleSet object comes back while the rules are unchanged (agent/iptables_reuse.py)
 def programmed_ports_of(rs: RuleSet) -> list[ProgrammedPort]:
     """One RuleSet (one IP family) -> its programmed Service ports."""
     names = learn_names(rs)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.collect.base import Absent, CollectContext, CollectError
-from agent.iptables_parse import Parser
+from agent.iptables_reuse import PieceCache, ReusingParser
 from agent.model.iptables import IptablesState, RuleSet
 
 CPU_BUDGET = 0.05  # share of one core that iptables reads may use on average
@@ -62,8 +62,8 @@ def _tool(family: int, backend: str) -> str:
     return f"{'ip6tables' if family == 6 else 'iptables'}-{backend}-save"
 
 
-def stream_save(argv: list[str], on_block: Callable[[str], object], deadline: float) -> SaveResult:
-    """Run a save command and hand its stdout to `on_block(text)` in blocks of whole lines while it runs.
+def stream_save(argv: list[str], on_block: Callable[[bytes], object], deadline: float) -> SaveResult:
+    """Run a save command and hand its stdout to `on_block(data)` in blocks of whole lines while it runs.
     Kills the child at `deadline` (time.monotonic()) and raises CollectError; a non-zero exit raises too."""
     started_cpu = time.thread_time()
     try:
@@ -120,12 +120,12 @@ def stream_save(argv: list[str], on_block: Callable[[str], object], deadline: fl
             if cut < 0:
                 tail += data
                 continue
-            text = (tail + data[:cut + 1]).decode("utf-8", "replace")
+            block = tail + data[:cut + 1]
             tail = bytes(data[cut + 1:])
-            lines += text.count("\n")
-            on_block(text)
+            lines += block.count(b"\n")
+            on_block(block)
         if tail:
-            on_block(tail.decode("utf-8", "replace") + "\n")
+            on_block(tail + b"\n")
     except queue.Empty:
         _kill(proc, stop)
         raise CollectError(f"{' '.join(argv)} did not finish in time (killed)") from None
@@ -159,22 +159,31 @@ class _Saves:
     deadline: float  # time.monotonic()
     cpu_s: float = 0.0
 
-    def text(self, argv: list[str]) -> str:
-        parts: list[str] = []
-        self.cpu_s += stream_save(argv, parts.append, self.deadline).cpu_s
-        return "".join(parts)
+    caches: dict[tuple[int, str], PieceCache] = field(default_factory=dict)  # (family, backend) -> last read's
+    parsed: set[tuple[int, str]] = field(default_factory=set)  # the (family, backend) pairs parsed in this read
 
-    def parse(self, argv: list[str], family: int) -> RuleSet:
-        parser = Parser(family)
-        self.cpu_s += stream_save(argv, parser.feed_block, self.deadline).cpu_s
+    def text(self, argv: list[str]) -> str:
+        parts: list[bytes] = []
+        self.cpu_s += stream_save(argv, parts.append, self.deadline).cpu_s
+        return b"".join(parts).decode("utf-8", "replace")
+
+    def parse(self, family: int, backend: str) -> RuleSet:
+        self.parsed.add((family, backend))
+        cache = self.caches.setdefault((family, backend), PieceCache())
+        parser = ReusingParser(cache, family)
+        try:
+            self.cpu_s += stream_save([_tool(family, backend)], parser.feed_block, self.deadline).cpu_s
+        except BaseException:
+            self.caches.pop((family, backend), None)  # half a read is no base for the next
+            raise
         return parser.result()
 
     def count_kube_chains(self, argv: list[str]) -> int:
         count = 0
 
-        def on_block(text: str) -> None:
+        def on_block(data: bytes) -> None:
             nonlocal count
-            count += text.count("\n:KUBE-") + (1 if text.startswith(":KUBE-") else 0)
+            count += data.count(b"\n:KUBE-") + (1 if data.startswith(b":KUBE-") else 0)
 
         self.cpu_s += stream_save(argv, on_block, self.deadline).cpu_s
         return count
@@ -191,6 +200,9 @@ class IptablesReader:
     last_error: str | None = None
     next_read: float = 0.0  # time.monotonic() before which the last result is reused
     costs: list[float] = field(default_factory=list)  # CPU seconds of recent reads (for tests and metrics)
+    # (family, backend) -> what the last read of it left for the next (agent/iptables_reuse.py); it also
+    # holds that read's RuleSet, so a read that finds the rules unchanged returns the same objects
+    caches: dict[tuple[int, str], PieceCache] = field(default_factory=dict)
 
     def collect(self, ctx: CollectContext) -> IptablesState:
         now = time.monotonic()
@@ -201,14 +213,17 @@ class IptablesReader:
                                    f"under {self.budget:.0%} of a core)")
             if self.last is not None:
                 return self.last
-        self.last = None  # not kept alive while the next one is built: one rule set in memory at a time
+        self.last = None  # the caches hold the rule sets the next read may reuse; nothing else keeps them
         started = time.monotonic()
-        saves = _Saves(deadline=started + (ctx.deadline_s if ctx.deadline_s > 0 else 60.0))
+        saves = _Saves(deadline=started + (ctx.deadline_s if ctx.deadline_s > 0 else 60.0), caches=self.caches)
         try:
             state = read(ctx, saves)
         except CollectError as exc:
             self._pace(max(saves.cpu_s, time.monotonic() - started), error=str(exc))
             raise
+        finally:  # a backend or family this read did not parse keeps nothing in memory
+            for key in [k for k in self.caches if k not in saves.parsed]:
+                del self.caches[key]
         self._pace(saves.cpu_s, error=None)
         self.last = state
         return state
@@ -237,13 +252,13 @@ def read(ctx: CollectContext, saves: _Saves) -> IptablesState:
     done: dict[tuple[int, str], RuleSet] = {}
     for family in (4, 6):
         if readable(family, "nft"):
-            done[family, "nft"] = saves.parse([_tool(family, "nft")], family)
+            done[family, "nft"] = saves.parse(family, "nft")
     backend, reason = _hint_in_nft(done)
     if backend is None:
         backend, reason = _hint_in_legacy(saves, readable, legacy_tables)
     if backend is None:  # no kubelet hint: the backend with more rules, as iptables-wrappers decides
         if readable(4, "legacy"):
-            done[4, "legacy"] = saves.parse([_tool(4, "legacy")], 4)
+            done[4, "legacy"] = saves.parse(4, "legacy")
         counts = {b: sum(t.rule_count for t in done[4, b].tables.values()) if (4, b) in done else 0
                   for b in BACKENDS}
         backend = "legacy" if counts["legacy"] > counts["nft"] else "nft"
@@ -253,7 +268,7 @@ def read(ctx: CollectContext, saves: _Saves) -> IptablesState:
         raise Absent(f"{_tool(4, backend)} is not installed")
     for family in (4, 6):
         if (family, backend) not in done and readable(family, backend):
-            done[family, backend] = saves.parse([_tool(family, backend)], family)
+            done[family, backend] = saves.parse(family, backend)
     main = done.get((4, backend)) or RuleSet(family=4)
     state = IptablesState(backend=backend, backend_reason=reason, rulesets=[main], read_at=time.time())
     v6 = done.get((6, backend))

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from agent.iptables_parse import Parser
+from agent.iptables_parse import Parser, parse_text
 from agent.model import Snapshot, Source
 from agent.model.iptables import IptablesState
 from tests.checks.helpers import found, run_checks
@@ -179,12 +179,12 @@ def test_snapshot_with_iptables_round_trips_through_json() -> None:
 
 
 def test_ipv6_with_only_kubelets_chains_is_not_judged() -> None:
+    kubelets = "*mangle\n:KUBE-IPTABLES-HINT - [0:0]\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n"
     st = state(OVERALL, NODE_BASE)
-    v6 = Parser(6)
-    v6.feed_block("*mangle\n:KUBE-IPTABLES-HINT - [0:0]\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n")
-    st.rulesets.append(v6.result())
+    st.rulesets.append(parse_text(kubelets, family=6))
     assert iptables_problems(healthy(iptables=st)) == set()
-    v6.feed_block("*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n")  # kube-proxy serves IPv6: its skeleton must be whole
+    st = state(OVERALL, NODE_BASE)  # kube-proxy serves IPv6 too: its skeleton must be whole there
+    st.rulesets.append(parse_text(kubelets + "*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n", family=6))
     assert ("iptables.chain_missing", "nat/KUBE-POSTROUTING") in iptables_problems(healthy(iptables=st))
 
 

@@ -24,3 +24,19 @@ def test_same_object_is_computed_once_and_an_equal_new_object_again() -> None:
     assert double(Thing(1), 0) == 2  # equal but not the same object: computed again
     assert double(a, 5) == 7  # other arguments are part of the key
     assert calls == [1, 1, 1]
+
+
+def test_results_of_live_objects_are_kept_and_those_of_dead_ones_dropped() -> None:
+    calls: list[int] = []
+
+    @by_identity
+    def square(t: Thing) -> int:
+        calls.append(t.value)
+        return t.value * t.value
+
+    v4, v6 = Thing(4), Thing(6)
+    assert [square(v4), square(v6), square(v4), square(v6)] == [16, 36, 16, 36]
+    assert calls == [4, 6]  # the two do not push each other out
+    del v4
+    assert square(Thing(7)) == 49  # a new object (which may reuse v4's id) is computed, not answered from v4's
+    assert calls == [4, 6, 7]

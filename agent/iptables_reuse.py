@@ -1,0 +1,288 @@
+"""Read the same rules again for little: the parse of an `iptables-save` stream reuses what the previous
+read of the same backend and family already parsed. Pure: no I/O (the collector feeds the bytes).
+
+Why: at 10k Services a save prints 25 MB. Parsing that costs about as much as the save itself, and the
+checks half as much again, while between two reads kube-proxy rewrites only the chains of the Services
+that changed (its partial syncs), often none.
+
+How:
+- A run of `-A` lines is cut into pieces before each run of a KUBE-SEP/SVC/SVL chain whose hash ends
+  in A-H: about one chain in four. Those names are sha256-based, so the cuts are evenly spread in any
+  order of chains and depend on the text only, never on block or byte offsets: an unchanged chain
+  lands in an unchanged piece whatever changed elsewhere.
+- Each piece is parsed on its own (the Parser's block path, on a scratch table) and remembered by the
+  SHA-1 of its bytes; the next read takes the remembered parse of every piece it has seen before and
+  merges the pieces into the table in order. Merging gives exactly what one parse of the whole text
+  gives (tests compare the two on every fixture and on generated rule sets cut into odd blocks); the
+  one case needing care, a chain whose rules fall into two pieces, is merged into fresh objects so a
+  remembered piece is never changed.
+- Dispatch rules are also remembered by line, because KUBE-SERVICES is one long chain that changes
+  whenever any Service is added or removed.
+- Everything that is not a `-A` line (tables, chain declarations, restore commands, COMMIT) goes to the
+  Parser every time. Its bytes, without comment lines and without the built-in chains' packet counters
+  (which change with traffic, not with rules), go into the read's digest together with the pieces'
+  digests. When the digest equals the previous read's, the previous RuleSet object itself is returned,
+  so every check memoised on it (agent/checks/memo.py) costs nothing.
+
+Only what the current read used is kept for the next one: memory stays that of one rule set, plus
+about 5% for the piece index.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from agent.iptables_parse import BUILTIN_CHAINS, Parser
+from agent.model.iptables import LadderChain, Rule, RuleSet, Table
+
+# The start of a run of one KUBE-SEP/SVC/SVL chain whose hash ends in A-D, and the whole run (matching
+# the run too lets the search go on after it, so only its first line is a cut). The hash's last letter,
+# not its first: iptables-legacy-save prints chains sorted by name.
+_CUT = re.compile(rb"\n-A (KUBE-S(?:EP|VC|VL)-[A-Z2-7]{15}[A-D]) [^\n]*(?:\n-A \1 [^\n]*)*")
+_ODD = re.compile(r"\n(?!-A )")  # in a piece: a line that is not a `-A` rule (restore input, damage)
+_RULE_CHAIN = re.compile(r"\n-[AI] (\S+)")
+_COMMENT = re.compile(rb"\n#[^\n]*")
+_COUNTERS = re.compile(rb" (?:ACCEPT|DROP|RETURN|QUEUE) \[\d+:\d+\]")  # a built-in chain's policy counters
+T = TypeVar("T")
+MAX_CARRY = 4 << 20  # a run of rules longer than this with no cut is parsed anyway (merged as a split chain)
+
+
+@dataclass(slots=True)
+class Piece:
+    """The parse of one piece: what it adds to its table."""
+
+    rule_count: int
+    dnat: dict[str, str]
+    ladders: dict[str, LadderChain]
+    jumps: tuple[str, ...]  # KUBE-* chains its rules jump to: all declared, or the piece goes to the Parser
+    dispatch: dict[str, list[Rule]] | None = None  # these three are rare: None when empty
+    plain: dict[str, list[str]] | None = None
+    builtins: list[str] | None = None  # built-in chains its rules add to (restore input may not declare them)
+
+
+@dataclass
+class PieceCache:
+    """What one backend and family's previous read left for the next one."""
+
+    pieces: dict[bytes, Piece] = field(default_factory=dict)
+    rules: dict[str, Rule] = field(default_factory=dict)  # dispatch rules by line: KUBE-SERVICES changes often
+    digest: bytes = b""
+    ruleset: RuleSet | None = None
+    reused: int = 0  # pieces of the latest read taken from the previous one (for tests and the benchmark)
+    parsed: int = 0
+
+
+class ReusingParser:
+    """Feed the save output's bytes in blocks of whole lines; `result()` gives the RuleSet (the previous
+    read's own object when nothing but comments and counters changed)."""
+
+    def __init__(self, cache: PieceCache, family: int = 4) -> None:
+        self.cache = cache
+        self.family = family
+        self.base = Parser(family, rules_seen=cache.rules, rules_used=cache.rules)
+        self.pending = b"\n"  # bytes not consumed yet; always begins with the "\n" before a line
+        self.digest = hashlib.sha1()
+        self.pieces: dict[bytes, Piece] = {}
+        self.batch: list[Piece] = []  # pieces not merged into the table yet (merged together: faster)
+        self.reused = self.parsed = 0
+
+    def feed_block(self, block: bytes) -> None:
+        buf = self.pending + block if block.endswith(b"\n") else self.pending + block + b"\n"
+        self.pending = buf[self._consume(buf, final=False):]
+
+    def result(self) -> RuleSet:
+        if len(self.pending) > 1:
+            self._consume(self.pending, final=True)
+        self.pending = b"\n"
+        self._merge_batch()
+        rs = self.base.result()
+        cache, digest = self.cache, self.digest.digest()
+        cache.pieces = self.pieces
+        in_use = [rules for table in rs.tables.values() for rules in table.dispatch.values()]
+        if len(cache.rules) > 2 * sum(map(len, in_use)) + 1024:  # rules long gone: keep only this read's
+            cache.rules = {rule.text: rule for rules in in_use for rule in rules}
+        cache.reused, cache.parsed = self.reused, self.parsed
+        if digest == cache.digest and cache.ruleset is not None and cache.ruleset.family == self.family:
+            return cache.ruleset
+        cache.digest, cache.ruleset = digest, rs
+        return rs
+
+    # -- cutting ------------------------------------------------------------------------------------
+    def _consume(self, buf: bytes, final: bool) -> int:
+        """Handle buf (which begins with "\\n" and ends with one) up to a place where nothing can continue
+        into the next block; returns that position (the "\\n" before the first line not handled).
+
+        From a `-A` line up to the table's COMMIT is cut into pieces; in iptables-save output that is all
+        rules. Anything else found there (restore commands, damage) makes its piece go to the Parser."""
+        pos, end = 0, len(buf) - 1
+        while pos < end:
+            if buf.startswith(b"-A ", pos + 1):
+                commit = buf.find(b"\nCOMMIT", pos)
+                stop = end if commit < 0 else commit
+                done = self._rules(buf, pos, stop, carry=commit < 0 and not final)
+                if done < stop:
+                    return done
+                pos = stop
+            else:
+                nxt = buf.find(b"\n-A ", pos + 1)
+                stop = end if nxt < 0 else nxt
+                self._other(buf[pos + 1:stop + 1])
+                pos = stop
+        return pos
+
+    def _rules(self, buf: bytes, start: int, stop: int, carry: bool) -> int:
+        """Parse or reuse the pieces between start and stop. When they reach the end of the block (carry),
+        the last piece may go on in the next block: left for then."""
+        cuts = [m.start() for m in _CUT.finditer(buf, start, stop)]
+        if not cuts or cuts[0] != start:
+            cuts.insert(0, start)
+        if carry:
+            if stop - cuts[-1] <= MAX_CARRY:
+                stop = cuts.pop()
+            if not cuts:
+                return start
+        view = memoryview(buf)
+        cuts.append(stop)
+        for a, b in itertools.pairwise(cuts):
+            if a < b:
+                self._piece(view[a:b])
+        return stop
+
+    # -- pieces -------------------------------------------------------------------------------------
+    def _piece(self, chunk: memoryview) -> None:
+        key = hashlib.sha1(chunk).digest()
+        self.digest.update(key)
+        piece = self.pieces.get(key) or self.cache.pieces.get(key)
+        declared = self.base.declared
+        if piece is not None and all(map(declared.__contains__, piece.jumps)):
+            self.reused += 1
+        else:
+            text = bytes(chunk).decode("utf-8", "replace")
+            piece = None if self.base.table is None or _ODD.search(text) else self._parse(text)
+            if piece is None:  # not a plain run of good rules: the Parser takes it, in order, every time
+                self._merge_batch()
+                self._to_parser(text[1:] + "\n")
+                return
+            self.parsed += 1
+        self.pieces[key] = piece
+        self.batch.append(piece)
+
+    def _parse(self, text: str) -> Piece | None:
+        """The piece's parse on a scratch table that sees the table's declared chains. None when a rule in
+        it cannot be read or jumps to a chain that is not declared: the Parser then records those as it
+        meets them, so the evidence and its order stay what one parse of the whole text gives."""
+        lookups = _Lookups(self.base.declared)
+        scratch = Parser(self.family, rules_seen=self.cache.rules, rules_used=self.cache.rules)
+        scratch.declared = lookups
+        table = scratch.table = Table("")
+        scratch._segment(text)  # lines each preceded by "\n", as the block path takes them
+        if scratch.rs.unparsed_count or scratch._pending:
+            return None
+        builtins = [c for c in table.chains if c in BUILTIN_CHAINS]
+        jumps = tuple(lookups.declared.get(n, n) for n in lookups.asked if isinstance(n, str) and n.startswith("KUBE-"))
+        return Piece(rule_count=table.rule_count, dnat=table.endpoint_dnat, ladders=table.ladders, jumps=jumps,
+                     dispatch=table.dispatch or None, plain=table.plain or None, builtins=builtins or None)
+
+    def _merge_batch(self) -> None:
+        """Merge the pieces read since the last merge into the table, as parsing their lines in order would.
+        The usual case (no chain in two pieces, every jump to a declared chain) takes a few dict updates."""
+        batch, self.batch = self.batch, []
+        if not batch:
+            return
+        base = self.base
+        table = base.table
+        assert table is not None
+        table.rule_count += sum(p.rule_count for p in batch)
+        for piece in batch:
+            if piece.builtins:
+                for name in piece.builtins:
+                    if name not in base.declared:
+                        base._declare(table, name)
+            if piece.dispatch:
+                _append(table.dispatch, piece.dispatch)
+            if piece.plain:
+                _append(table.plain, piece.plain)
+        _update_all(table.endpoint_dnat, [p.dnat for p in batch], _joined_dnat)
+        _update_all(table.ladders, [p.ladders for p in batch], _joined)
+
+    def _to_parser(self, text: str) -> None:
+        """Lines for the Parser itself. It adds rules to the table's objects, so a ladder that came from a
+        piece is copied first: pieces are never changed."""
+        table = self.base.table
+        if table is not None:
+            for chain in set(_RULE_CHAIN.findall("\n" + text)):
+                if chain in table.ladders:
+                    table.ladders[chain] = _joined(LadderChain(), table.ladders[chain])
+        self.base.feed_block(text)
+
+    def _other(self, seg: bytes) -> None:
+        """Lines that are not `-A` rules: to the Parser as they are, and into the digest without the parts
+        that change with traffic or time."""
+        self._merge_batch()
+        self._to_parser(seg.decode("utf-8", "replace"))
+        # line by line, so the digest does not depend on where the blocks were cut
+        self.digest.update(_COUNTERS.sub(b"", _COMMENT.sub(b"", b"\n" + seg)[1:]))
+
+
+class _Lookups(dict[str, str]):
+    """The table's declared chains as a piece's parse sees them: read through (so names are shared, not
+    copied), every name asked about noted (the piece's jumps, checked again when a later read reuses it),
+    and a chain the piece declares itself (a built-in one restore input did not list) kept here."""
+
+    def __init__(self, declared: dict[str, str]) -> None:
+        super().__init__()
+        self.declared = declared
+        self.asked: set[object] = set()  # what `in` was asked (names, in practice)
+
+    def __contains__(self, name: object) -> bool:
+        self.asked.add(name)
+        return name in self.declared or dict.__contains__(self, name)
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        have = self.declared.get(name)
+        return have if have is not None else dict.get(self, name, default)
+
+
+def _update_all(store: dict[str, T], adds: list[dict[str, T]], join: Callable[[T, T], T]) -> None:
+    """store.update(each of adds), in order; a chain already there (split over two pieces) is joined."""
+    before = store.copy() if store else None
+    store.update(itertools.chain.from_iterable(add.items() for add in adds))
+    if len(store) == (len(before) if before else 0) + sum(map(len, adds)):
+        return  # no chain twice: the usual case
+    store.clear()
+    store.update(before or {})
+    for add in adds:
+        for chain, value in add.items():
+            have = store.get(chain)
+            store[chain] = value if have is None else join(have, value)
+
+
+def _append(store: dict[str, list[T]], add: dict[str, list[T]]) -> None:
+    """Each chain's rules after those it has. Copied: a later `-I` (restore input) inserts into the table's
+    list, never into the piece's."""
+    for chain, rules in add.items():
+        have = store.get(chain)
+        store[chain] = list(rules) if have is None else have + rules
+
+
+def _joined_dnat(first: str, second: str) -> str:
+    """Two DNATs of one endpoint chain, joined as the Parser joins them."""
+    return f"{first},{second}" if first else second
+
+
+def _joined(first: LadderChain, second: LadderChain) -> LadderChain:
+    """One ladder from a chain's rules in two pieces, in order, as the Parser builds it line by line."""
+    out = copy.copy(first)
+    out.endpoints = first.endpoints + second.endpoints
+    out.probabilities = first.probabilities + second.probabilities
+    out.affinity_endpoints = first.affinity_endpoints + second.affinity_endpoints
+    out.comment = first.comment if first.comment is not None else second.comment
+    out.protocol = first.protocol if first.protocol is not None else second.protocol
+    out.affinity_seconds = second.affinity_seconds if second.affinity_seconds is not None else first.affinity_seconds
+    return out
