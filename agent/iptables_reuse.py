@@ -7,7 +7,7 @@ that changed (its partial syncs), often none.
 
 How:
 - A run of `-A` lines is cut into pieces before each run of a KUBE-SEP/SVC/SVL chain whose hash ends
-  in A-H: about one chain in four. Those names are sha256-based, so the cuts are evenly spread in any
+  in A-D: about one chain in eight. Those names are sha256-based, so the cuts are evenly spread in any
   order of chains and depend on the text only, never on block or byte offsets: an unchanged chain
   lands in an unchanged piece whatever changed elsewhere.
 - Each piece is parsed on its own (the Parser's block path, on a scratch table) and remembered by the
@@ -19,10 +19,12 @@ How:
 - Dispatch rules are also remembered by line, because KUBE-SERVICES is one long chain that changes
   whenever any Service is added or removed.
 - Everything that is not a `-A` line (tables, chain declarations, restore commands, COMMIT) goes to the
-  Parser every time. Its bytes, without comment lines and without the built-in chains' packet counters
-  (which change with traffic, not with rules), go into the read's digest together with the pieces'
-  digests. When the digest equals the previous read's, the previous RuleSet object itself is returned,
-  so every check memoised on it (agent/checks/memo.py) costs nothing.
+  Parser every time it is needed.
+- Each piece, and each stretch of other lines without its comments and the built-in chains' packet
+  counters (which change with traffic, not with rules), gives a token. While the tokens repeat the
+  previous read's, nothing is built, only noted; when the whole read repeats it, the previous RuleSet
+  object itself is returned, so every check memoised on it (agent/checks/memo.py) costs nothing. At the
+  first token that differs, what was noted is done, and the read goes on as described above.
 
 Only what the current read used is kept for the next one: memory stays that of one rule set, plus
 about 5% for the piece index.
@@ -38,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from agent.iptables_parse import BUILTIN_CHAINS, Parser
+from agent.iptables_parse import Parser
 from agent.model.iptables import LadderChain, Rule, RuleSet, Table
 
 # The start of a run of one KUBE-SEP/SVC/SVL chain whose hash ends in A-D, and the whole run (matching
@@ -50,7 +52,8 @@ _RULE_CHAIN = re.compile(r"\n-[AI] (\S+)")
 _COMMENT = re.compile(rb"\n#[^\n]*")
 _COUNTERS = re.compile(rb" (?:ACCEPT|DROP|RETURN|QUEUE) \[\d+:\d+\]")  # a built-in chain's policy counters
 T = TypeVar("T")
-MAX_CARRY = 4 << 20  # a run of rules longer than this with no cut is parsed anyway (merged as a split chain)
+GATHER = 1 << 20
+MAX_CARRY = 4 << 20  # a run longer than this with no cut is handled anyway (rules: merged as a split chain)
 
 
 @dataclass(slots=True)
@@ -63,7 +66,6 @@ class Piece:
     jumps: tuple[str, ...]  # KUBE-* chains its rules jump to: all declared, or the piece goes to the Parser
     dispatch: dict[str, list[Rule]] | None = None  # these three are rare: None when empty
     plain: dict[str, list[str]] | None = None
-    builtins: list[str] | None = None  # built-in chains its rules add to (restore input may not declare them)
 
 
 @dataclass
@@ -72,7 +74,7 @@ class PieceCache:
 
     pieces: dict[bytes, Piece] = field(default_factory=dict)
     rules: dict[str, Rule] = field(default_factory=dict)  # dispatch rules by line: KUBE-SERVICES changes often
-    digest: bytes = b""
+    tokens: list[bytes] = field(default_factory=list)  # the read, in order: a digest per piece or other part
     ruleset: RuleSet | None = None
     reused: int = 0  # pieces of the latest read taken from the previous one (for tests and the benchmark)
     parsed: int = 0
@@ -87,31 +89,64 @@ class ReusingParser:
         self.family = family
         self.base = Parser(family, rules_seen=cache.rules, rules_used=cache.rules)
         self.pending = b"\n"  # bytes not consumed yet; always begins with the "\n" before a line
-        self.digest = hashlib.sha1()
+        self.parts: list[bytes] = []  # blocks not cut yet
+        self.parts_size = 0
+        self.tokens: list[bytes] = []
+        # While this read repeats the previous one, nothing is built: what to do is kept here, and done only
+        # if the read turns out to differ (None from then on). An unchanged read builds nothing at all.
+        self.deferred: list[Piece | bytes] | None = []
         self.pieces: dict[bytes, Piece] = {}
         self.batch: list[Piece] = []  # pieces not merged into the table yet (merged together: faster)
         self.reused = self.parsed = 0
 
     def feed_block(self, block: bytes) -> None:
-        buf = self.pending + block if block.endswith(b"\n") else self.pending + block + b"\n"
-        self.pending = buf[self._consume(buf, final=False):]
+        # Gathered up to a megabyte before cutting: a save arrives in blocks of a few kilobytes as often
+        # as in megabytes, and what is left over is carried into the next buffer (copied each time).
+        self.parts.append(block if block.endswith(b"\n") else block + b"\n")
+        self.parts_size += len(self.parts[-1])
+        if self.parts_size >= GATHER:
+            self._feed_parts(final=False)
+
+    def _feed_parts(self, final: bool) -> None:
+        buf = b"".join([self.pending, *self.parts])
+        self.parts, self.parts_size = [], 0
+        self.pending = buf[self._consume(buf, final=final):]
 
     def result(self) -> RuleSet:
-        if len(self.pending) > 1:
-            self._consume(self.pending, final=True)
+        self._feed_parts(final=True)
         self.pending = b"\n"
+        cache = self.cache
+        cache.pieces, cache.reused, cache.parsed = self.pieces, self.reused, self.parsed
+        if self.deferred is not None and self.tokens == cache.tokens and cache.ruleset is not None:
+            return cache.ruleset  # the same rules as last time: the same object
+        self._diverge()
         self._merge_batch()
         rs = self.base.result()
-        cache, digest = self.cache, self.digest.digest()
-        cache.pieces = self.pieces
         in_use = [rules for table in rs.tables.values() for rules in table.dispatch.values()]
         if len(cache.rules) > 2 * sum(map(len, in_use)) + 1024:  # rules long gone: keep only this read's
             cache.rules = {rule.text: rule for rules in in_use for rule in rules}
-        cache.reused, cache.parsed = self.reused, self.parsed
-        if digest == cache.digest and cache.ruleset is not None and cache.ruleset.family == self.family:
-            return cache.ruleset
-        cache.digest, cache.ruleset = digest, rs
+        cache.tokens, cache.ruleset = self.tokens, rs
         return rs
+
+    def _repeats(self, token: bytes) -> bool:
+        """Note the next part of the read; True while the read so far is the previous one again."""
+        self.tokens.append(token)
+        if self.deferred is None:
+            return False
+        n = len(self.tokens)
+        if n <= len(self.cache.tokens) and self.cache.tokens[n - 1] == token:
+            return True
+        self._diverge()
+        return False
+
+    def _diverge(self) -> None:
+        """The read differs from the previous one: do what was put off, in order."""
+        deferred, self.deferred = self.deferred, None
+        for item in deferred or []:
+            if isinstance(item, Piece):
+                self.batch.append(item)  # it passed the jump check at this very point last time
+            else:
+                self._apply_other(item)
 
     # -- cutting ------------------------------------------------------------------------------------
     def _consume(self, buf: bytes, final: bool) -> int:
@@ -131,6 +166,8 @@ class ReusingParser:
                 pos = stop
             else:
                 nxt = buf.find(b"\n-A ", pos + 1)
+                if nxt < 0 and not final and end - pos <= MAX_CARRY:
+                    return pos  # whole, so that its digest does not depend on where blocks were cut
                 stop = end if nxt < 0 else nxt
                 self._other(buf[pos + 1:stop + 1])
                 pos = stop
@@ -157,8 +194,14 @@ class ReusingParser:
     # -- pieces -------------------------------------------------------------------------------------
     def _piece(self, chunk: memoryview) -> None:
         key = hashlib.sha1(chunk).digest()
-        self.digest.update(key)
         piece = self.pieces.get(key) or self.cache.pieces.get(key)
+        if self._repeats(key) and piece is not None:
+            self.reused += 1
+            self.pieces[key] = piece
+            assert self.deferred is not None
+            self.deferred.append(piece)
+            return
+        self._diverge()
         declared = self.base.declared
         if piece is not None and all(map(declared.__contains__, piece.jumps)):
             self.reused += 1
@@ -166,7 +209,7 @@ class ReusingParser:
             text = bytes(chunk).decode("utf-8", "replace")
             piece = None if self.base.table is None or _ODD.search(text) else self._parse(text)
             if piece is None:  # not a plain run of good rules: the Parser takes it, in order, every time
-                self._merge_batch()
+                self._merge_batch()  # (a token that differs: nothing is deferred any more)
                 self._to_parser(text[1:] + "\n")
                 return
             self.parsed += 1
@@ -175,19 +218,23 @@ class ReusingParser:
 
     def _parse(self, text: str) -> Piece | None:
         """The piece's parse on a scratch table that sees the table's declared chains. None when a rule in
-        it cannot be read or jumps to a chain that is not declared: the Parser then records those as it
-        meets them, so the evidence and its order stay what one parse of the whole text gives."""
-        lookups = _Lookups(self.base.declared)
-        scratch = Parser(self.family, rules_seen=self.cache.rules, rules_used=self.cache.rules)
-        scratch.declared = lookups
+        it cannot be read, jumps to a chain that is not declared or adds to a built-in chain the table did
+        not declare: the Parser then takes the lines itself, so the evidence and its order stay what one
+        parse of the whole text gives."""
+        scratch = _PieceParser(self.family, rules_seen=self.cache.rules, rules_used=self.cache.rules)
+        scratch.declared = self.base.declared  # only read: a piece that would declare a chain is refused
         table = scratch.table = Table("")
-        scratch._segment(text)  # lines each preceded by "\n", as the block path takes them
+        try:
+            scratch._segment(text)  # lines each preceded by "\n", as the block path takes them
+        except _NotAPiece:
+            return None
         if scratch.rs.unparsed_count or scratch._pending:
             return None
-        builtins = [c for c in table.chains if c in BUILTIN_CHAINS]
-        jumps = tuple(lookups.declared.get(n, n) for n in lookups.asked if isinstance(n, str) and n.startswith("KUBE-"))
-        return Piece(rule_count=table.rule_count, dnat=table.endpoint_dnat, ladders=table.ladders, jumps=jumps,
-                     dispatch=table.dispatch or None, plain=table.plain or None, builtins=builtins or None)
+        ladders = table.ladders.values()
+        jumps = scratch.jumps.union(itertools.chain.from_iterable(lad.endpoints for lad in ladders),
+                                    itertools.chain.from_iterable(lad.affinity_endpoints for lad in ladders))
+        return Piece(rule_count=table.rule_count, dnat=table.endpoint_dnat, ladders=table.ladders,
+                     jumps=tuple(jumps), dispatch=table.dispatch or None, plain=table.plain or None)
 
     def _merge_batch(self) -> None:
         """Merge the pieces read since the last merge into the table, as parsing their lines in order would.
@@ -200,10 +247,6 @@ class ReusingParser:
         assert table is not None
         table.rule_count += sum(p.rule_count for p in batch)
         for piece in batch:
-            if piece.builtins:
-                for name in piece.builtins:
-                    if name not in base.declared:
-                        base._declare(table, name)
             if piece.dispatch:
                 _append(table.dispatch, piece.dispatch)
             if piece.plain:
@@ -222,31 +265,39 @@ class ReusingParser:
         self.base.feed_block(text)
 
     def _other(self, seg: bytes) -> None:
-        """Lines that are not `-A` rules: to the Parser as they are, and into the digest without the parts
-        that change with traffic or time."""
+        """Lines that are not `-A` rules, for the Parser. Compared with the previous read without the parts
+        that change with traffic or time (comments, built-in chains' packet counters), line by line."""
+        token = hashlib.sha1(_COUNTERS.sub(b"", _COMMENT.sub(b"", b"\n" + seg)[1:])).digest()
+        if self._repeats(token):
+            assert self.deferred is not None
+            self.deferred.append(seg)
+        else:
+            self._apply_other(seg)
+
+    def _apply_other(self, seg: bytes) -> None:
         self._merge_batch()
         self._to_parser(seg.decode("utf-8", "replace"))
-        # line by line, so the digest does not depend on where the blocks were cut
-        self.digest.update(_COUNTERS.sub(b"", _COMMENT.sub(b"", b"\n" + seg)[1:]))
 
 
-class _Lookups(dict[str, str]):
-    """The table's declared chains as a piece's parse sees them: read through (so names are shared, not
-    copied), every name asked about noted (the piece's jumps, checked again when a later read reuses it),
-    and a chain the piece declares itself (a built-in one restore input did not list) kept here."""
+class _PieceParser(Parser):
+    """The Parser, noting every KUBE-* chain a rule jumps to (besides the ladders' endpoint chains, which
+    the ladders list): a later read reuses the piece only while all of them are declared."""
 
-    def __init__(self, declared: dict[str, str]) -> None:
-        super().__init__()
-        self.declared = declared
-        self.asked: set[object] = set()  # what `in` was asked (names, in practice)
+    def __init__(self, family: int, rules_seen: dict[str, Rule], rules_used: dict[str, Rule]) -> None:
+        super().__init__(family, rules_seen=rules_seen, rules_used=rules_used)
+        self.jumps: set[str] = set()
 
-    def __contains__(self, name: object) -> bool:
-        self.asked.add(name)
-        return name in self.declared or dict.__contains__(self, name)
+    def _check_target(self, table: Table, target: str, line: str) -> None:
+        if target.startswith("KUBE-"):
+            self.jumps.add(target)
+        super()._check_target(table, target, line)
 
-    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        have = self.declared.get(name)
-        return have if have is not None else dict.get(self, name, default)
+    def _declare(self, table: Table, name: str) -> str:
+        raise _NotAPiece  # a rule for a built-in chain the table did not declare (restore input)
+
+
+class _NotAPiece(Exception):
+    pass
 
 
 def _update_all(store: dict[str, T], adds: list[dict[str, T]], join: Callable[[T, T], T]) -> None:

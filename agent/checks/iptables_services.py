@@ -52,14 +52,30 @@ def ladder_is_fair(ladder: LadderChain) -> bool:
     return True
 
 
+# id -> (ladder, whether it is whole and fair), from the last check: a ladder the reader handed back
+# unchanged (agent/iptables_reuse.py) is not judged again. Holds the ladders, so an id cannot be reused.
+_judged: dict[int, tuple[LadderChain, bool]] = {}
+
+
 def _ladders(rs: RuleSet, names: Names) -> Iterator[Finding]:
+    global _judged
     nat = rs.table("nat")
-    for chain, ladder in sorted(nat.ladders.items()):
+    judged: dict[int, tuple[LadderChain, bool]] = {}
+    bad: list[tuple[str, LadderChain]] = []
+    for chain, ladder in nat.ladders.items():
+        hit = _judged.get(id(ladder))
+        good = hit[1] if hit is not None and hit[0] is ladder else \
+            bool(ladder.endpoints or ladder.affinity_endpoints) and ladder_is_fair(ladder)
+        judged[id(ladder)] = (ladder, good)
+        if not good:
+            bad.append((chain, ladder))
+    _judged = judged
+    for chain, ladder in sorted(bad, key=lambda cl: cl[0]):
         subject, service = _label(names, chain)
         if not ladder.endpoints and not ladder.affinity_endpoints:
             yield finding("iptables.service_without_endpoints_chain", subject, service=service,
                           evidence={"chain": chain, "family": rs.family})
-        elif not ladder_is_fair(ladder):
+        else:
             yield finding("iptables.probability_inconsistent", subject, service=service, evidence={
                 "chain": chain, "family": rs.family, "endpoints": len(ladder.endpoints),
                 "endpoint_chains": ladder.endpoints, "probabilities": ladder.probabilities,
@@ -79,8 +95,10 @@ def _unreferenced(rs: RuleSet, names: Names) -> Iterator[Finding]:
     targets.update(jump_target(text) for rules in nat.plain.values() for text in rules)
     expected_in = dict(_REFERRED_FROM)
     prefixes = tuple(expected_in)
-    for chain in nat.chains:
-        if chain.startswith(prefixes) and chain not in targets:
+    # set operations first: of 60k chains, the endpoint chains (most of them) are never candidates
+    candidates = set(nat.chains) - targets - nat.endpoint_dnat.keys()
+    for chain in [c for c in nat.chains if c in candidates] if candidates else []:
+        if chain.startswith(prefixes):
             subject, service = _label(names, chain)
             yield finding("iptables.service_chain_unreferenced", subject, service=service, evidence={
                 "chain": chain, "expected_in": expected_in[chain[:chain.index("-", 5) + 1]], "family": rs.family})

@@ -10,12 +10,12 @@ endpoints); endpoints are read from the KUBE-SEP chains' DNAT targets.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from agent.checks.memo import by_identity
 from agent.kube_hash import EXT, FW, SVC, SVL, port_proto_hash
-from agent.model.iptables import IptablesState, Rule, RuleSet, Table
+from agent.model.iptables import IptablesState, LadderChain, Rule, RuleSet, Table
 from agent.model.programmed import (
     ACCEPT,
     CLUSTER_IP,
@@ -52,15 +52,11 @@ class Names:
 
     def __init__(self) -> None:
         self.by_hash: dict[str, ServicePortKey] = {}
-        self._tried: set[tuple[str, str]] = set()
 
     def propose(self, name: str, protocol: str | None) -> None:
         for proto in (protocol,) if protocol in PROTOCOLS else PROTOCOLS:
             assert proto is not None
-            if (name, proto) in self._tried:
-                continue
-            self._tried.add((name, proto))
-            self.by_hash.setdefault(port_proto_hash(name, proto), ServicePortKey(name, proto))
+            self.by_hash.setdefault(*_hash_of(name, proto))
 
     def of_chain(self, chain: str) -> ServicePortKey | None:
         """The Service port a KUBE-SVC/SVL/EXT/FW chain belongs to, if its name is known."""
@@ -70,6 +66,35 @@ class Names:
         return None
 
 
+# (name, protocol) -> (its chain hash, its key), and comment -> the names in it: kept across reads, so
+# after a change the Services that did not change cost lookups, not a sha256 and a regular expression
+# each (10k of those cost a quarter of a second). Emptied when they grow past what a node can have.
+_hashes: dict[tuple[str, str], tuple[str, ServicePortKey]] = {}
+_comment_names: dict[str, list[str]] = {}
+MAX_REMEMBERED = 200_000
+
+
+def _hash_of(name: str, proto: str) -> tuple[str, ServicePortKey]:
+    key = (name, proto)
+    have = _hashes.get(key)
+    if have is None:
+        if len(_hashes) >= MAX_REMEMBERED:
+            _hashes.clear()
+        have = _hashes[key] = (port_proto_hash(name, proto), ServicePortKey(name, proto))
+    return have
+
+
+def _names_in(comment: str | None) -> list[str]:
+    if not comment:
+        return []
+    have = _comment_names.get(comment)
+    if have is None:
+        if len(_comment_names) >= MAX_REMEMBERED:
+            _comment_names.clear()
+        have = _comment_names[comment] = service_names(comment)
+    return have
+
+
 @by_identity  # once per RuleSet object: the checks and the metrics share it
 def learn_names(rs: RuleSet) -> Names:
     """Names of the hashed chains of a RuleSet."""
@@ -77,10 +102,10 @@ def learn_names(rs: RuleSet) -> Names:
     for table in rs.tables.values():
         for rules in table.dispatch.values():
             for rule in rules:
-                for name in service_names(rule.comment):
+                for name in _names_in(rule.comment):
                     names.propose(name, _proto(rule.protocol))
         for ladder in table.ladders.values():
-            for name in service_names(ladder.comment):
+            for name in _names_in(ladder.comment):
                 names.propose(name, _proto(ladder.protocol))
     return names
 
@@ -108,19 +133,6 @@ class _Port:
             self.out.dispatch.append(Dispatch(kind=kind, address=address, action=action, evidence=evidence))
 
 
-def endpoints_of(table: Table, chain: str) -> list[str]:
-    """DNAT targets ("ip:port") of a KUBE-SVC/SVL chain's endpoint ladder, in ladder order, without repeats."""
-    ladder = table.ladders.get(chain)
-    if ladder is None:
-        return []
-    out: list[str] = []
-    for sep in [*ladder.endpoints, *ladder.affinity_endpoints]:
-        for dest in filter(None, table.endpoint_dnat.get(sep, "").split(",")):
-            if dest not in out:
-                out.append(dest)
-    return out
-
-
 def _kind_of_nat(rule: Rule) -> str | None:
     comment = rule.comment or ""
     if rule.chain == "KUBE-NODEPORTS":
@@ -134,65 +146,122 @@ def _kind_of_nat(rule: Rule) -> str | None:
     return None
 
 
+# What makes up one Service port's rules: its nat dispatch rules, filter rules, (chain, ladder, DNAT of
+# each endpoint chain) per KUBE-SVC/SVL chain, and the names of its KUBE-EXT/FW chains, in rule order.
+class _Filtered(NamedTuple):
+    """A filter-table rule among a port's inputs (nat rules go bare)."""
+
+    rule: Rule
+
+
+class _Ladder(NamedTuple):
+    chain: str  # KUBE-SVC-... or KUBE-SVL-...
+    ladder: LadderChain
+    dnats: tuple[str | None, ...]  # the DNAT of each endpoint chain it jumps to
+
+
+_Inputs = list[Rule | _Filtered | _Ladder | str]  # str: a KUBE-EXT/FW chain's name
+
+# family -> Service port -> (its inputs, its ProgrammedPort) from the last derivation. A port whose inputs
+# are equal to last time's (the same objects, mostly: agent/iptables_reuse.py hands back unchanged
+# chains' parses) is the same ProgrammedPort, not built again: after a partial sync only the Services it
+# touched cost anything.
+_previous: dict[int, dict[ServicePortKey, tuple[tuple[object, ...], ProgrammedPort | None]]] = {}
+
+
 @by_identity  # the same RuleSet object comes back while the rules are unchanged (agent/iptables_reuse.py)
 def programmed_ports_of(rs: RuleSet) -> list[ProgrammedPort]:
     """One RuleSet (one IP family) -> its programmed Service ports."""
     names = learn_names(rs)
     nat, filt = rs.table("nat"), rs.table("filter")
-    ports: dict[ServicePortKey, _Port] = {}
-
-    def port(key: ServicePortKey) -> _Port:
-        p = ports.get(key)
-        if p is None:
-            p = ports[key] = _Port(key, ProgrammedPort(service=key.service, protocol=key.protocol, family=rs.family))
-        return p
-
-    kinds: dict[tuple[ServicePortKey, str], str] = {}  # (port, address) -> kind, from nat rules with comments
+    inputs: dict[ServicePortKey, _Inputs] = {}
     for chain in ("KUBE-SERVICES", "KUBE-NODEPORTS"):
         for rule in nat.dispatch.get(chain, []):
             key = names.of_chain(rule.target)
-            kind = _kind_of_nat(rule)
-            if key is None or kind is None or rule.dport is None:
-                continue
-            if kind == NODE_PORT and rule.destination is not None:
-                continue  # the localhost twin of a node port (-d 127.0.0.0/8), same port
-            ip = None if kind == NODE_PORT else rule.destination
-            address = _address(ip, rule.dport, rs.family)
-            kinds[key, address] = kind
-            port(key).add(kind, address, TO_SERVICE, rule.text)
+            if key is not None:
+                inputs.setdefault(key, []).append(rule)
     for chain in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS"):
         for rule in filt.dispatch.get(chain, []):
-            _filter_dispatch(rs, rule, names, kinds, port)
-    for chain in nat.ladders:
+            words = _names_in(rule.comment)
+            if words:  # no chain to hash here: the comment names the Service port (never dropped)
+                key = ServicePortKey(words[0], _proto(rule.protocol) or "tcp")
+                inputs.setdefault(key, []).append(_Filtered(rule))
+    dnat = nat.endpoint_dnat.get
+    for chain, ladder in nat.ladders.items():
         key = names.of_chain(chain)
-        if key is None:
-            continue
-        p = port(key)
-        ladder = nat.ladders[chain]
-        if chain.startswith(SVC):
-            p.out.endpoints = endpoints_of(nat, chain)
-        else:
-            p.out.local_endpoints = endpoints_of(nat, chain)
-        if ladder.affinity_seconds is not None:
-            p.out.affinity_seconds = ladder.affinity_seconds
-        p.out.evidence["svc_chain" if chain.startswith(SVC) else "svl_chain"] = chain
+        if key is not None:
+            dnats = tuple(map(dnat, ladder.endpoints + ladder.affinity_endpoints))
+            inputs.setdefault(key, []).append(_Ladder(chain, ladder, dnats))
     for chain in nat.dispatch:
         key = names.of_chain(chain)
         if key is not None:
-            port(key).out.evidence["ext_chain" if chain.startswith(EXT) else "fw_chain"] = chain
-    return [p.out for _, p in sorted(ports.items(), key=lambda kv: (kv[0].service, kv[0].protocol))]
+            inputs.setdefault(key, []).append(chain)
+    before = _previous.get(rs.family, {})
+    now: dict[ServicePortKey, tuple[tuple[object, ...], ProgrammedPort | None]] = {}
+    for key, items in inputs.items():
+        fingerprint = tuple(items)
+        hit = before.get(key)
+        port = hit[1] if hit is not None and hit[0] == fingerprint else _port(key, items, rs.family)
+        now[key] = (fingerprint, port)
+    _previous[rs.family] = now
+    return [port for key, (_, port) in sorted(now.items(), key=lambda kv: (kv[0].service, kv[0].protocol))
+            if port is not None]
 
 
-def _filter_dispatch(rs: RuleSet, rule: Rule, names: Names, kinds: dict[tuple[ServicePortKey, str], str],
-                     port: Callable[[ServicePortKey], _Port]) -> None:
-    """filter-table rules: "has no endpoints" REJECT, "has no local endpoints" DROP, health check ACCEPT.
-    No chain to hash here, so the comment names the Service port (these comments are never dropped)."""
+def _port(key: ServicePortKey, items: _Inputs, family: int) -> ProgrammedPort | None:
+    """One Service port from its inputs, in order (None when none of them programs anything)."""
+    p = _Port(key, ProgrammedPort(service=key.service, protocol=key.protocol, family=family))
+    used = False
+    kinds: dict[str, str] = {}  # address -> kind, from the nat rules (they come first)
+    for item in items:
+        if isinstance(item, Rule):
+            used = _nat_dispatch(p, item, kinds, family) or used
+        elif isinstance(item, str):
+            p.out.evidence["ext_chain" if item.startswith(EXT) else "fw_chain"] = item
+            used = True
+        elif isinstance(item, _Filtered):
+            used = _filter_dispatch(p, item.rule, kinds, family) or used
+        else:
+            chain, ladder, dnats = item
+            endpoints = _endpoints(dnats)
+            if chain.startswith(SVC):
+                p.out.endpoints = endpoints
+            else:
+                p.out.local_endpoints = endpoints
+            if ladder.affinity_seconds is not None:
+                p.out.affinity_seconds = ladder.affinity_seconds
+            p.out.evidence["svc_chain" if chain.startswith(SVC) else "svl_chain"] = chain
+            used = True
+    return p.out if used else None
+
+
+def _endpoints(dnats: tuple[str | None, ...]) -> list[str]:
+    """DNAT targets ("ip:port") of a ladder's endpoint chains, in ladder order, without repeats."""
+    out: list[str] = []
+    for dnat in dnats:
+        for dest in filter(None, (dnat or "").split(",")):
+            if dest not in out:
+                out.append(dest)
+    return out
+
+
+def _nat_dispatch(p: _Port, rule: Rule, kinds: dict[str, str], family: int) -> bool:
+    kind = _kind_of_nat(rule)
+    if kind is None or rule.dport is None:
+        return False
+    if kind == NODE_PORT and rule.destination is not None:
+        return False  # the localhost twin of a node port (-d 127.0.0.0/8), same port
+    address = _address(None if kind == NODE_PORT else rule.destination, rule.dport, family)
+    kinds[address] = kind
+    p.add(kind, address, TO_SERVICE, rule.text)
+    return True
+
+
+def _filter_dispatch(p: _Port, rule: Rule, kinds: dict[str, str], family: int) -> bool:
+    """filter-table rules: "has no endpoints" REJECT, "has no local endpoints" DROP, health check ACCEPT."""
     comment = rule.comment or ""
-    words = service_names(comment)
-    if not words or rule.dport is None:
-        return
-    name, proto = words[0], _proto(rule.protocol) or "tcp"
-    key = ServicePortKey(name, proto)
+    if rule.dport is None:
+        return False
     if comment.endswith(" health check node port") and rule.target == "ACCEPT":
         kind, action, ip = HEALTH_CHECK_NODE_PORT, ACCEPT, None
     elif comment.endswith(" has no endpoints") or comment.endswith(" has no local endpoints"):
@@ -204,10 +273,11 @@ def _filter_dispatch(rs: RuleSet, rule: Rule, names: Names, kinds: dict[tuple[Se
             if rule.chain == "KUBE-SERVICES":
                 kind = CLUSTER_IP
             else:  # external or load balancer IP: the nat rule for the same address says which, if any
-                kind = kinds.get((key, _address(ip, rule.dport, rs.family)), EXTERNAL_IP)
+                kind = kinds.get(_address(ip, rule.dport, family), EXTERNAL_IP)
     else:
-        return
-    port(key).add(kind, _address(ip, rule.dport, rs.family), action, rule.text)
+        return False
+    p.add(kind, _address(ip, rule.dport, family), action, rule.text)
+    return True
 
 
 def programmed_ports(state: IptablesState) -> list[ProgrammedPort]:

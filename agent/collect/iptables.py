@@ -75,8 +75,8 @@ def stream_save(argv: list[str], on_block: Callable[[bytes], object], deadline: 
     with contextlib.suppress(OSError):  # a 1 MiB pipe lets the save run ahead while a block is parsed
         fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, BLOCK)
     # Bounded: when parsing falls behind, the save waits on a full pipe instead of its whole output
-    # piling up here (4 blocks of at most 1 MiB each).
-    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+    # piling up here (2 blocks of at most 1 MiB each, besides the 1 MiB pipe).
+    chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
     errors: list[bytes] = []
     stop = threading.Event()  # set when the reading side gives up: the drain thread must not block on put
 
@@ -120,8 +120,10 @@ def stream_save(argv: list[str], on_block: Callable[[bytes], object], deadline: 
             if cut < 0:
                 tail += data
                 continue
-            block = tail + data[:cut + 1]
-            tail = bytes(data[cut + 1:])
+            view = memoryview(data)
+            block = tail + view[:cut + 1]  # one copy, not two
+            tail = bytes(view[cut + 1:])
+            view.release()
             lines += block.count(b"\n")
             on_block(block)
         if tail:

@@ -23,7 +23,7 @@ DROP = "drop"  # "has no local endpoints" (traffic policy Local) or firewall
 ACCEPT = "accept"  # health check node port opened in the filter table
 
 
-@dataclass
+@dataclass(slots=True)  # one per dispatch rule: many at 10k Services
 class Dispatch:
     kind: str  # one of the dispatch kinds above
     address: str  # "172.30.0.41:80", "[fd00::1]:80"; node ports as ":3001"
@@ -31,7 +31,7 @@ class Dispatch:
     evidence: str  # the rule or map element that showed it, verbatim
 
 
-@dataclass
+@dataclass(slots=True)  # one per Service port: many at 10k Services
 class ProgrammedPort:
     service: str  # kube-proxy's ServicePortName: "ns/name:portname", or "ns/name" for an unnamed port
     protocol: str  # "tcp" | "udp" | "sctp"

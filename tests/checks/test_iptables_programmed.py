@@ -78,3 +78,34 @@ def test_without_per_endpoint_comments_the_view_is_the_same() -> None:
     bare = re.sub(r'-m comment --comment "ns\d/svc\d:p80(?: -> [0-9.:]+)?" (?!-m tcp --dport)', "", text)
     assert bare.count("--comment") < text.count("--comment")
     assert ports_of(bare) == ports_of(text)
+
+
+def test_after_a_partial_sync_the_reused_derivation_equals_a_fresh_one() -> None:
+    """Ports and findings are rebuilt only for the Services a change touched (the reader hands back the
+    rest as the same objects); what comes out must be what deriving everything afresh gives."""
+    from agent.checks import iptables_services, programmed_iptables
+    from agent.iptables_reuse import PieceCache
+    from agent.serial import to_jsonable
+    from bench.gen_iptables import changed_endpoints, generate
+    from tests.rulesets import apply_partial, read
+
+    base = apply_partial("".join(generate(300, 3)), "")
+    rung = re.search(r'"ns1/svc1:p80 -> [^"]*" -m statistic --mode random --probability 0.3333333333', base)
+    assert rung is not None  # ns1/svc1 is not among the changed Services; its ladder becomes unfair
+    unfair = base.replace(rung.group(0), rung.group(0).replace("0.3333333333", "0.2500000000"))
+    changed = apply_partial(unfair, "".join(changed_endpoints(300, 3, every=10)))
+    cache = PieceCache()
+    first = read(cache, base)
+    ports_before = programmed_iptables.programmed_ports_of(first)
+    assert {f.id for f in iptables_services.findings_of(first)} == {"iptables.service_has_no_endpoints"}
+    second = read(cache, changed)
+    ports, findings = programmed_iptables.programmed_ports_of(second), iptables_services.findings_of(second)
+
+    programmed_iptables._previous.clear()
+    iptables_services._judged.clear()
+    fresh = parse_text(changed)
+    assert to_jsonable(ports) == to_jsonable(programmed_iptables.programmed_ports_of(fresh))
+    assert findings == iptables_services.findings_of(fresh)
+    assert {f.id for f in findings} == {"iptables.service_has_no_endpoints", "iptables.probability_inconsistent"}
+    kept = {id(p) for p in ports_before}
+    assert 0.8 * len(ports) <= sum(id(p) in kept for p in ports) < len(ports)  # most reused, not all

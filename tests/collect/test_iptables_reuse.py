@@ -10,27 +10,16 @@ import copy
 import pytest
 
 from agent.iptables_parse import parse_text
-from agent.iptables_reuse import PieceCache, ReusingParser
+from agent.iptables_reuse import PieceCache
 from agent.serial import to_jsonable
 from bench.gen_iptables import changed_endpoints, generate
+from tests.rulesets import apply_partial, read
 from tests.testbed import FIXTURES
 
 IPT = FIXTURES / "iptables"
 ALL_FORMS = sorted(p.name for p in IPT.glob("*.rules"))
 PARTIAL_SEQUENCE = sorted(p.name for p in IPT.glob("v1.3x_TestSyncProxyRulesRepeated_*.rules")
                           if not p.name.endswith("-save.rules"))  # kube-proxy's restore inputs, 01 to 09
-
-
-def blocks(text: str, lines_per_block: int) -> list[bytes]:
-    lines = text.encode().splitlines(keepends=True)
-    return [b"".join(lines[i:i + lines_per_block]) for i in range(0, len(lines), lines_per_block)]
-
-
-def read(cache: PieceCache, text: str, lines_per_block: int = 1_000_000, family: int = 4) -> object:
-    parser = ReusingParser(cache, family)
-    for block in blocks(text, lines_per_block):
-        parser.feed_block(block)
-    return parser.result()
 
 
 @pytest.mark.parametrize("name", ALL_FORMS)
@@ -93,45 +82,9 @@ def test_a_few_changed_services_parse_only_their_pieces() -> None:
     second = read(cache, changed, lines_per_block=4000)
     assert to_jsonable(second) == to_jsonable(parse_text(changed))
     assert 0 < cache.parsed <= pieces // 10, (cache.parsed, pieces)
-    nat1, nat2 = first.table("nat"), second.table("nat")  # type: ignore[attr-defined]
+    nat1, nat2 = first.table("nat"), second.table("nat")
     same = [c for c in nat2.ladders if nat1.ladders.get(c) is nat2.ladders[c]]
     assert len(same) >= 0.9 * len(nat2.ladders)  # unchanged chains are the very same objects
-
-
-def apply_partial(full: str, partial: str) -> str:
-    """What iptables-restore --noflush of `partial` (kube-proxy's partial-sync form: chains declared again
-    are flushed, -X deletes) does to the rules of a restore input `full`, as restore input again."""
-    rules = parse_lines(full)
-    table = None
-    for line in partial.splitlines():
-        if line.startswith("*"):
-            table = rules[line[1:]]
-        elif line.startswith(":") and table is not None:
-            table.setdefault(line[1:].split()[0], []).clear()
-        elif line.startswith("-X ") and table is not None:
-            table.pop(line.split()[1], None)
-        elif line.startswith("-A ") and table is not None:
-            table[line.split()[1]].append(line)
-    out = []
-    for name, chains in rules.items():
-        out.append(f"*{name}\n")
-        out.extend(f":{chain} - [0:0]\n" for chain in chains)
-        out.extend(f"{rule}\n" for rule_list in chains.values() for rule in rule_list)
-        out.append("COMMIT\n")
-    return "".join(out)
-
-
-def parse_lines(text: str) -> dict[str, dict[str, list[str]]]:
-    tables: dict[str, dict[str, list[str]]] = {}
-    table: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        if line.startswith("*"):
-            table = tables.setdefault(line[1:], {})
-        elif line.startswith(":"):
-            table.setdefault(line[1:].split()[0], [])
-        elif line.startswith("-A "):
-            table[line.split()[1]].append(line)
-    return tables
 
 
 SVC_A, SVC_B, SVC_C, SVC_D = (f"KUBE-SVC-{c * 16}" for c in "ABCD")
@@ -160,3 +113,13 @@ def test_odd_input_reads_as_a_whole_parse_does(case: str, lines_per_block: int) 
     assert to_jsonable(first) == to_jsonable(parse_text(text))
     again = read(cache, text, lines_per_block)  # and again from the remembered pieces
     assert to_jsonable(again) == to_jsonable(parse_text(text))
+
+
+def test_a_reused_piece_still_shows_a_jump_to_a_chain_no_longer_declared() -> None:
+    text = apply_partial("".join(generate(100, 3)), "")
+    cache = PieceCache()
+    read(cache, text)
+    gone = text.replace(":KUBE-MARK-MASQ - [0:0]\n", "")  # the rules jumping to it are unchanged
+    second = read(cache, gone)
+    assert to_jsonable(second) == to_jsonable(parse_text(gone))
+    assert "KUBE-MARK-MASQ" in {jump.target for jump in second.dangling}

@@ -1,0 +1,55 @@
+"""Rule texts for the iptables tests: the reusing reader fed in blocks, and kube-proxy's partial syncs
+applied to a restore input as iptables-restore --noflush applies them."""
+
+from __future__ import annotations
+
+from agent.iptables_reuse import PieceCache, ReusingParser
+from agent.model.iptables import RuleSet
+
+
+def blocks(text: str, lines_per_block: int) -> list[bytes]:
+    lines = text.encode().splitlines(keepends=True)
+    return [b"".join(lines[i:i + lines_per_block]) for i in range(0, len(lines), lines_per_block)]
+
+
+def read(cache: PieceCache, text: str, lines_per_block: int = 1_000_000, family: int = 4) -> RuleSet:
+    parser = ReusingParser(cache, family)
+    for block in blocks(text, lines_per_block):
+        parser.feed_block(block)
+    return parser.result()
+
+
+def apply_partial(full: str, partial: str) -> str:
+    """What iptables-restore --noflush of `partial` (kube-proxy's partial-sync form: chains declared again
+    are flushed, -X deletes) does to the rules of a restore input `full`, as restore input again."""
+    rules = parse_lines(full)
+    table = None
+    for line in partial.splitlines():
+        if line.startswith("*"):
+            table = rules[line[1:]]
+        elif line.startswith(":") and table is not None:
+            table.setdefault(line[1:].split()[0], []).clear()
+        elif line.startswith("-X ") and table is not None:
+            table.pop(line.split()[1], None)
+        elif line.startswith("-A ") and table is not None:
+            table[line.split()[1]].append(line)
+    out = []
+    for name, chains in rules.items():
+        out.append(f"*{name}\n")
+        out.extend(f":{chain} - [0:0]\n" for chain in chains)
+        out.extend(f"{rule}\n" for rule_list in chains.values() for rule in rule_list)
+        out.append("COMMIT\n")
+    return "".join(out)
+
+
+def parse_lines(text: str) -> dict[str, dict[str, list[str]]]:
+    tables: dict[str, dict[str, list[str]]] = {}
+    table: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.startswith("*"):
+            table = tables.setdefault(line[1:], {})
+        elif line.startswith(":"):
+            table.setdefault(line[1:].split()[0], [])
+        elif line.startswith("-A "):
+            table[line.split()[1]].append(line)
+    return tables
