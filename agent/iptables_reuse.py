@@ -50,9 +50,10 @@ _CUT = re.compile(rb"\n-A (KUBE-S(?:EP|VC|VL)-[A-Z2-7]{15}[A-D]) [^\n]*(?:\n-A \
 _ODD = re.compile(r"\n(?!-A )")  # in a piece: a line that is not a `-A` rule (restore input, damage)
 _RULE_CHAIN = re.compile(r"\n-[AI] (\S+)")
 _COMMENT = re.compile(rb"\n#[^\n]*")
+_NOTHING = hashlib.sha1().digest()
 _COUNTERS = re.compile(rb" (?:ACCEPT|DROP|RETURN|QUEUE) \[\d+:\d+\]")  # a built-in chain's policy counters
 T = TypeVar("T")
-GATHER = 1 << 20
+GATHER = 1 << 18  # bytes gathered before cutting (a save comes in blocks of a few kB as often as of 256 kB)
 MAX_CARRY = 4 << 20  # a run longer than this with no cut is handled anyway (rules: merged as a split chain)
 
 
@@ -61,8 +62,8 @@ class Piece:
     """The parse of one piece: what it adds to its table."""
 
     rule_count: int
-    dnat: dict[str, str]
-    ladders: dict[str, LadderChain]
+    dnat: dict[str, str] | None  # None when empty (a few bytes less, times thousands of pieces)
+    ladders: dict[str, LadderChain] | None
     jumps: tuple[str, ...]  # KUBE-* chains its rules jump to: all declared, or the piece goes to the Parser
     dispatch: dict[str, list[Rule]] | None = None  # these three are rare: None when empty
     plain: dict[str, list[str]] | None = None
@@ -92,6 +93,8 @@ class ReusingParser:
         self.parts: list[bytes] = []  # blocks not cut yet
         self.parts_size = 0
         self.tokens: list[bytes] = []
+        self.other_digest = hashlib.sha1()  # of the stretch of other lines being read
+        self.other_parts: list[bytes] = []  # its blocks, while put off
         # While this read repeats the previous one, nothing is built: what to do is kept here, and done only
         # if the read turns out to differ (None from then on). An unchanged read builds nothing at all.
         self.deferred: list[Piece | bytes] | None = []
@@ -100,8 +103,7 @@ class ReusingParser:
         self.reused = self.parsed = 0
 
     def feed_block(self, block: bytes) -> None:
-        # Gathered up to a megabyte before cutting: a save arrives in blocks of a few kilobytes as often
-        # as in megabytes, and what is left over is carried into the next buffer (copied each time).
+        # Gathered before cutting: what is left over is carried into the next buffer (copied each time).
         self.parts.append(block if block.endswith(b"\n") else block + b"\n")
         self.parts_size += len(self.parts[-1])
         if self.parts_size >= GATHER:
@@ -114,6 +116,7 @@ class ReusingParser:
 
     def result(self) -> RuleSet:
         self._feed_parts(final=True)
+        self._close_other()
         self.pending = b"\n"
         cache = self.cache
         cache.pieces, cache.reused, cache.parsed = self.pieces, self.reused, self.parsed
@@ -141,6 +144,8 @@ class ReusingParser:
 
     def _diverge(self) -> None:
         """The read differs from the previous one: do what was put off, in order."""
+        if self.deferred is not None:
+            self.cache.ruleset = None  # it will not be returned: not kept alive while the new one is built
         deferred, self.deferred = self.deferred, None
         for item in deferred or []:
             if isinstance(item, Piece):
@@ -158,6 +163,7 @@ class ReusingParser:
         pos, end = 0, len(buf) - 1
         while pos < end:
             if buf.startswith(b"-A ", pos + 1):
+                self._close_other()
                 commit = buf.find(b"\nCOMMIT", pos)
                 stop = end if commit < 0 else commit
                 done = self._rules(buf, pos, stop, carry=commit < 0 and not final)
@@ -166,8 +172,6 @@ class ReusingParser:
                 pos = stop
             else:
                 nxt = buf.find(b"\n-A ", pos + 1)
-                if nxt < 0 and not final and end - pos <= MAX_CARRY:
-                    return pos  # whole, so that its digest does not depend on where blocks were cut
                 stop = end if nxt < 0 else nxt
                 self._other(buf[pos + 1:stop + 1])
                 pos = stop
@@ -233,8 +237,9 @@ class ReusingParser:
         ladders = table.ladders.values()
         jumps = scratch.jumps.union(itertools.chain.from_iterable(lad.endpoints for lad in ladders),
                                     itertools.chain.from_iterable(lad.affinity_endpoints for lad in ladders))
-        return Piece(rule_count=table.rule_count, dnat=table.endpoint_dnat, ladders=table.ladders,
-                     jumps=tuple(jumps), dispatch=table.dispatch or None, plain=table.plain or None)
+        return Piece(rule_count=table.rule_count, dnat=table.endpoint_dnat or None,
+                     ladders=table.ladders or None, jumps=tuple(jumps), dispatch=table.dispatch or None,
+                     plain=table.plain or None)
 
     def _merge_batch(self) -> None:
         """Merge the pieces read since the last merge into the table, as parsing their lines in order would.
@@ -251,8 +256,8 @@ class ReusingParser:
                 _append(table.dispatch, piece.dispatch)
             if piece.plain:
                 _append(table.plain, piece.plain)
-        _update_all(table.endpoint_dnat, [p.dnat for p in batch], _joined_dnat)
-        _update_all(table.ladders, [p.ladders for p in batch], _joined)
+        _update_all(table.endpoint_dnat, [p.dnat for p in batch if p.dnat], _joined_dnat)
+        _update_all(table.ladders, [p.ladders for p in batch if p.ladders], _joined)
 
     def _to_parser(self, text: str) -> None:
         """Lines for the Parser itself. It adds rules to the table's objects, so a ladder that came from a
@@ -265,14 +270,28 @@ class ReusingParser:
         self.base.feed_block(text)
 
     def _other(self, seg: bytes) -> None:
-        """Lines that are not `-A` rules, for the Parser. Compared with the previous read without the parts
-        that change with traffic or time (comments, built-in chains' packet counters), line by line."""
-        token = hashlib.sha1(_COUNTERS.sub(b"", _COMMENT.sub(b"", b"\n" + seg)[1:])).digest()
+        """Lines that are not `-A` rules, for the Parser. A stretch of them (it may come in several blocks)
+        gives one token: its lines without the parts that change with traffic or time (comments, built-in
+        chains' packet counters), line by line so that it does not depend on where blocks were cut."""
+        self.other_digest.update(_COUNTERS.sub(b"", _COMMENT.sub(b"", b"\n" + seg)[1:]))
+        if self.deferred is None:
+            self._apply_other(seg)
+        else:
+            self.other_parts.append(seg)
+
+    def _close_other(self) -> None:
+        """The stretch of other lines has ended (a rule or the end follows): its token decides whether
+        what it holds is put off too or done now."""
+        if self.other_digest.digest() == _NOTHING:
+            return
+        token, self.other_digest = self.other_digest.digest(), hashlib.sha1()
+        parts, self.other_parts = self.other_parts, []
         if self._repeats(token):
             assert self.deferred is not None
-            self.deferred.append(seg)
+            self.deferred.extend(parts)
         else:
-            self._apply_other(seg)
+            for seg in parts:
+                self._apply_other(seg)
 
     def _apply_other(self, seg: bytes) -> None:
         self._merge_batch()

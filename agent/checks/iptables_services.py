@@ -52,24 +52,23 @@ def ladder_is_fair(ladder: LadderChain) -> bool:
     return True
 
 
-# id -> (ladder, whether it is whole and fair), from the last check: a ladder the reader handed back
-# unchanged (agent/iptables_reuse.py) is not judged again. Holds the ladders, so an id cannot be reused.
-_judged: dict[int, tuple[LadderChain, bool]] = {}
+# id -> ladder, of the ladders found whole and fair by the last check: one the reader handed back
+# unchanged (agent/iptables_reuse.py) is not judged again. Holds the ladders, so an id is not reused.
+_fair: dict[int, LadderChain] = {}
 
 
 def _ladders(rs: RuleSet, names: Names) -> Iterator[Finding]:
-    global _judged
+    global _fair
     nat = rs.table("nat")
-    judged: dict[int, tuple[LadderChain, bool]] = {}
+    fair: dict[int, LadderChain] = {}
     bad: list[tuple[str, LadderChain]] = []
     for chain, ladder in nat.ladders.items():
-        hit = _judged.get(id(ladder))
-        good = hit[1] if hit is not None and hit[0] is ladder else \
-            bool(ladder.endpoints or ladder.affinity_endpoints) and ladder_is_fair(ladder)
-        judged[id(ladder)] = (ladder, good)
-        if not good:
+        if _fair.get(id(ladder)) is ladder or ((ladder.endpoints or ladder.affinity_endpoints)
+                                              and ladder_is_fair(ladder)):
+            fair[id(ladder)] = ladder
+        else:
             bad.append((chain, ladder))
-    _judged = judged
+    _fair = fair
     for chain, ladder in sorted(bad, key=lambda cl: cl[0]):
         subject, service = _label(names, chain)
         if not ladder.endpoints and not ladder.affinity_endpoints:

@@ -70,7 +70,7 @@ class Names:
 # after a change the Services that did not change cost lookups, not a sha256 and a regular expression
 # each (10k of those cost a quarter of a second). Emptied when they grow past what a node can have.
 _hashes: dict[tuple[str, str], tuple[str, ServicePortKey]] = {}
-_comment_names: dict[str, list[str]] = {}
+_comment_names: dict[str, tuple[str, ...]] = {}
 MAX_REMEMBERED = 200_000
 
 
@@ -84,14 +84,14 @@ def _hash_of(name: str, proto: str) -> tuple[str, ServicePortKey]:
     return have
 
 
-def _names_in(comment: str | None) -> list[str]:
+def _names_in(comment: str | None) -> tuple[str, ...]:
     if not comment:
-        return []
+        return ()
     have = _comment_names.get(comment)
     if have is None:
         if len(_comment_names) >= MAX_REMEMBERED:
             _comment_names.clear()
-        have = _comment_names[comment] = service_names(comment)
+        have = _comment_names[comment] = tuple(service_names(comment))
     return have
 
 
@@ -239,7 +239,8 @@ def _endpoints(dnats: tuple[str | None, ...]) -> list[str]:
     """DNAT targets ("ip:port") of a ladder's endpoint chains, in ladder order, without repeats."""
     out: list[str] = []
     for dnat in dnats:
-        for dest in filter(None, (dnat or "").split(",")):
+        # the DNAT string itself when it is one (the usual case): 50k endpoints need no copies
+        for dest in (dnat,) if dnat and "," not in dnat else filter(None, (dnat or "").split(",")):
             if dest not in out:
                 out.append(dest)
     return out

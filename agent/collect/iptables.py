@@ -36,7 +36,8 @@ from agent.iptables_reuse import PieceCache, ReusingParser
 from agent.model.iptables import IptablesState, RuleSet
 
 CPU_BUDGET = 0.05  # share of one core that iptables reads may use on average
-BLOCK = 1 << 20
+PIPE_SIZE = 1 << 20  # lets the save run ahead while a block is parsed
+BLOCK = 1 << 18  # what is read and handed on at a time: small enough that buffers stay small
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), spelled out for Pythons that lack the constant
 HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")  # kubelet's, in the mangle table of its backend
 _HINT = re.compile(r"^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY) ", re.M)
@@ -73,9 +74,9 @@ def stream_save(argv: list[str], on_block: Callable[[bytes], object], deadline: 
         raise Absent(f"{argv[0]} is not installed") from exc
     assert proc.stdout is not None and proc.stderr is not None
     with contextlib.suppress(OSError):  # a 1 MiB pipe lets the save run ahead while a block is parsed
-        fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, BLOCK)
+        fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
     # Bounded: when parsing falls behind, the save waits on a full pipe instead of its whole output
-    # piling up here (2 blocks of at most 1 MiB each, besides the 1 MiB pipe).
+    # piling up here (2 blocks, besides the pipe).
     chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
     errors: list[bytes] = []
     stop = threading.Event()  # set when the reading side gives up: the drain thread must not block on put
