@@ -76,6 +76,7 @@ class PieceCache:
     pieces: dict[bytes, Piece] = field(default_factory=dict)
     rules: dict[str, Rule] = field(default_factory=dict)  # dispatch rules by line: KUBE-SERVICES changes often
     tokens: list[bytes] = field(default_factory=list)  # the read, in order: a digest per piece or other part
+    lengths: list[int] = field(default_factory=list)  # bytes of each piece (0 for other parts)
     ruleset: RuleSet | None = None
     reused: int = 0  # pieces of the latest read taken from the previous one (for tests and the benchmark)
     parsed: int = 0
@@ -93,6 +94,10 @@ class ReusingParser:
         self.parts: list[bytes] = []  # blocks not cut yet
         self.parts_size = 0
         self.tokens: list[bytes] = []
+        self.lengths: list[int] = []  # of each piece (0: other lines), parallel to tokens
+        known = cache.tokens  # the previous read: where each of its pieces was, to follow it from there
+        self.known_at = {t: i for i, t in enumerate(known) if cache.lengths[i]} if known else {}
+        self.expect: int | None = 0 if known else None  # the previous read's next token
         self.other_digest = hashlib.sha1()  # of the stretch of other lines being read
         self.other_parts: list[bytes] = []  # its blocks, while put off
         # While this read repeats the previous one, nothing is built: what to do is kept here, and done only
@@ -128,16 +133,24 @@ class ReusingParser:
         in_use = [rules for table in rs.tables.values() for rules in table.dispatch.values()]
         if len(cache.rules) > 2 * sum(map(len, in_use)) + 1024:  # rules long gone: keep only this read's
             cache.rules = {rule.text: rule for rules in in_use for rule in rules}
-        cache.tokens, cache.ruleset = self.tokens, rs
+        cache.tokens, cache.lengths, cache.ruleset = self.tokens, self.lengths, rs
         return rs
 
-    def _repeats(self, token: bytes) -> bool:
-        """Note the next part of the read; True while the read so far is the previous one again."""
+    def _repeats(self, token: bytes, length: int) -> bool:
+        """Note the next part of the read (its length when a piece, else 0); True while the read so far is
+        the previous one again."""
+        n = len(self.tokens)
         self.tokens.append(token)
+        self.lengths.append(length)
+        known = self.cache.tokens
+        if self.expect is not None and self.expect < len(known) and known[self.expect] == token:
+            self.expect += 1  # where the previous read goes on from here
+        else:
+            at = self.known_at.get(token)
+            self.expect = None if at is None else at + 1
         if self.deferred is None:
             return False
-        n = len(self.tokens)
-        if n <= len(self.cache.tokens) and self.cache.tokens[n - 1] == token:
+        if n < len(known) and known[n] == token:
             return True
         self._diverge()
         return False
@@ -180,26 +193,42 @@ class ReusingParser:
     def _rules(self, buf: bytes, start: int, stop: int, carry: bool) -> int:
         """Parse or reuse the pieces between start and stop. When they reach the end of the block (carry),
         the last piece may go on in the next block: left for then."""
-        cuts = [m.start() for m in _CUT.finditer(buf, start, stop)]
-        if not cuts or cuts[0] != start:
-            cuts.insert(0, start)
-        if carry:
-            if stop - cuts[-1] <= MAX_CARRY:
-                stop = cuts.pop()
-            if not cuts:
-                return start
         view = memoryview(buf)
-        cuts.append(stop)
-        for a, b in itertools.pairwise(cuts):
-            if a < b:
-                self._piece(view[a:b])
+        pos = start
+        while pos < stop:
+            pos = self._follow(buf, view, pos, stop, carry)
+            if pos >= stop:
+                break
+            run = _CUT.match(buf, pos)  # a cut's own run is not cut again
+            found = _CUT.search(buf, run.end() if run else pos + 1, stop)
+            cut = found.start() if found else stop
+            if cut == stop and carry and stop - pos <= MAX_CARRY:
+                return pos
+            self._piece(view[pos:cut])
+            pos = cut
         return stop
 
+    def _follow(self, buf: bytes, view: memoryview, pos: int, stop: int, carry: bool) -> int:
+        """Take, from pos on, the pieces the previous read had next, for as long as the bytes are the same
+        (a hash of as many bytes as the piece had, ending at a line end): no search for cuts at all where
+        nothing changed. A piece taken so is the very bytes of a known one, wherever the cut falls."""
+        known, lengths = self.cache.tokens, self.cache.lengths
+        while self.expect is not None and self.expect < len(known) and lengths[self.expect]:
+            end = pos + lengths[self.expect]
+            if end > stop or (end == stop and carry) or buf[end] != 10:  # 10: "\n"
+                break
+            key = hashlib.sha1(view[pos:end]).digest()
+            if key != known[self.expect]:
+                break
+            self._piece(view[pos:end], key)
+            pos = end
+        return pos
+
     # -- pieces -------------------------------------------------------------------------------------
-    def _piece(self, chunk: memoryview) -> None:
-        key = hashlib.sha1(chunk).digest()
+    def _piece(self, chunk: memoryview, key: bytes | None = None) -> None:
+        key = key or hashlib.sha1(chunk).digest()
         piece = self.pieces.get(key) or self.cache.pieces.get(key)
-        if self._repeats(key) and piece is not None:
+        if self._repeats(key, len(chunk)) and piece is not None:
             self.reused += 1
             self.pieces[key] = piece
             assert self.deferred is not None
@@ -286,7 +315,7 @@ class ReusingParser:
             return
         token, self.other_digest = self.other_digest.digest(), hashlib.sha1()
         parts, self.other_parts = self.other_parts, []
-        if self._repeats(token):
+        if self._repeats(token, 0):
             assert self.deferred is not None
             self.deferred.extend(parts)
         else:

@@ -2,10 +2,16 @@
 
 For each size N (Services, E endpoints each) and backend, a kube-proxy-shaped rule set from
 bench/gen_iptables.py plus node-base.rules is loaded into a fresh network namespace `svcd-bench-<hex>`
-(deleted afterwards). Inside it, 3 times in a fresh process each: the bare save to /dev/null, then svcdoctor's
-full iptables path (collector read with backend detection + every iptables check + programmed_ports);
-the table shows the medians, their ratio, and svcdoctor's peak RSS (the largest VmHWM of those
-processes, interpreter and imports included, about 40 MiB; the save child is not counted). Needs root.
+(deleted afterwards). Inside it, one process does three reads in a row with one reader, as the agent
+does them, each right after a bare save to /dev/null of the same rules:
+- cold: nothing to reuse (the agent's first read);
+- unchanged: the rules as they were (most reads between kube-proxy syncs);
+- changed: after a partial sync (iptables-restore --noflush, as kube-proxy writes it) moved one
+  endpoint of 1% of the Services.
+"read+check" is svcdoctor's full iptables path: collector read with backend detection, every iptables
+check and programmed_ports. 3 runs, each in a fresh process from the same rules; the table shows the
+medians, the median ratio, and svcdoctor's peak RSS (the largest VmHWM of those processes, interpreter
+and imports included, about 40 MiB; the save child is not counted). Needs root.
 
     python bench/bench_iptables.py 1000:legacy 10000:legacy 1000:nft 10000:nft [--endpoints 5]
 """

@@ -11,9 +11,10 @@ Read-only and side-effect free:
 
 The backend is found as kube-proxy's image finds it (kubernetes-sigs/iptables-wrappers): kubelet's
 KUBE-IPTABLES-HINT / KUBE-KUBELET-CANARY chain in the nft mangle table, else in the legacy one, else
-the backend with more rules (nft on a tie). The save output is parsed while it streams in (a reader
-thread drains the pipe, the parser works on 1 MiB blocks), so the read costs little more than the bare
-save. Slow reads are spaced out so that reading never takes more than about 5% of a core on average.
+the backend with more rules (nft on a tie). The save output is handled while it streams in (a reader
+thread drains the pipe), and what the previous read already parsed is reused piece by piece
+(agent/iptables_reuse.py): rules that did not change since the last read cost a hash, not a parse.
+Slow reads are spaced out so that reading never takes more than about 5% of a core on average.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def stream_save(argv: list[str], on_block: Callable[[bytes], object], deadline: 
     except FileNotFoundError as exc:
         raise Absent(f"{argv[0]} is not installed") from exc
     assert proc.stdout is not None and proc.stderr is not None
-    with contextlib.suppress(OSError):  # a 1 MiB pipe lets the save run ahead while a block is parsed
+    with contextlib.suppress(OSError):  # a bigger pipe lets the save run ahead while a block is parsed
         fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, PIPE_SIZE)
     # Bounded: when parsing falls behind, the save waits on a full pipe instead of its whole output
     # piling up here (2 blocks, besides the pipe).

@@ -155,3 +155,39 @@ def test_a_parser_failure_kills_the_save_and_leaves_no_thread(tmp_path: Path, re
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.05)  # polling for the drain threads to notice, bounded
     assert threading.active_count() == before, [t.name for t in threading.enumerate()]
+
+
+REREAD = r"""
+import json, subprocess, sys
+from agent.collect.base import CollectContext
+from agent.collect.iptables import IptablesReader
+from agent.config import Config
+from agent.iptables_parse import parse_text
+from agent.serial import to_jsonable
+backend, partial = sys.argv[1], sys.argv[2]
+reader = IptablesReader(budget=1.0)  # no pacing: every collect reads
+ctx = CollectContext(cfg=Config(), deadline_s=30)
+first, again = reader.collect(ctx), reader.collect(ctx)
+subprocess.run([f"iptables-{backend}-restore", "-w", "5", "--noflush"], stdin=open(partial), check=True)
+changed = reader.collect(ctx)
+cache = reader.caches[4, backend]
+fresh = parse_text(subprocess.run([f"iptables-{backend}-save"], capture_output=True, text=True).stdout)
+print(json.dumps({"same_object": again.rulesets[0] is first.rulesets[0], "new_object": changed.rulesets[0] is not
+                  first.rulesets[0], "equal_to_fresh": to_jsonable(changed.rulesets[0]) == to_jsonable(fresh),
+                  "parsed": cache.parsed, "reused": cache.reused}))
+"""
+
+
+@pytest.mark.parametrize("backend", ["legacy", "nft"])
+def test_a_read_reuses_the_last_one_and_follows_a_partial_sync(node: Node, backend: str) -> None:
+    """Real saves in a netns: reading unchanged rules again gives the same RuleSet object (so the checks
+    memoised on it cost nothing); after kube-proxy's partial sync (fixture 02 adds a Service) the read
+    equals a fresh parse of the save and parsed only a few pieces."""
+    node.nfacct_for_kube_proxy()
+    node.iptables_restore((IPT / "v1.3x_TestSyncProxyRulesRepeated_01_initial_full.rules").read_text(), backend)
+    node.iptables_restore(NODE_BASE, backend, noflush=True)
+    partial = IPT / "v1.3x_TestSyncProxyRulesRepeated_02_add_svc3_partial.rules"
+    import json
+    found = json.loads(node.sh("/usr/bin/env", f"PYTHONPATH={REPO}", PY, "-c", REREAD, backend, str(partial)).stdout)
+    assert found["same_object"] and found["new_object"] and found["equal_to_fresh"], found
+    assert found["parsed"] >= 1 and found["reused"] >= 1, found  # a small rule set: a few pieces in all

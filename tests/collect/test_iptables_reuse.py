@@ -123,3 +123,12 @@ def test_a_reused_piece_still_shows_a_jump_to_a_chain_no_longer_declared() -> No
     second = read(cache, gone)
     assert to_jsonable(second) == to_jsonable(parse_text(gone))
     assert "KUBE-MARK-MASQ" in {jump.target for jump in second.dangling}
+
+
+def test_dispatch_rules_of_services_long_gone_are_forgotten() -> None:
+    cache = PieceCache()
+    read(cache, "".join(generate(1200, 1)))
+    assert len(cache.rules) > 1200  # KUBE-SERVICES rules, remembered by line for the next read
+    small = "".join(generate(10, 1))
+    assert to_jsonable(read(cache, small)) == to_jsonable(parse_text(small))
+    assert len(cache.rules) < 50
