@@ -46,7 +46,11 @@ from agent.model.iptables import LadderChain, Rule, RuleSet, Table
 # The start of a run of one KUBE-SEP/SVC/SVL chain whose hash ends in A-D, and the whole run (matching
 # the run too lets the search go on after it, so only its first line is a cut). The hash's last letter,
 # not its first: iptables-legacy-save prints chains sorted by name.
-_CUT = re.compile(rb"\n-A (KUBE-S(?:EP|VC|VL)-[A-Z2-7]{15}[A-D]) [^\n]*(?:\n-A \1 [^\n]*)*")
+# Also the start of a run of one of kube-proxy's long dispatch chains: each of those is a piece of its
+# own (it ends where its run ends), so that a change to it or to a neighbour costs only one of the two.
+_CUT = re.compile(rb"\n-A (KUBE-S(?:EP|VC|VL)-[A-Z2-7]{15}[A-D]|KUBE-SERVICES|KUBE-NODEPORTS) [^\n]*"
+                  rb"(?:\n-A \1 [^\n]*)*")
+_ALONE = frozenset({b"KUBE-SERVICES", b"KUBE-NODEPORTS"})
 _ODD = re.compile(r"\n(?!-A )")  # in a piece: a line that is not a `-A` rule (restore input, damage)
 _RULE_CHAIN = re.compile(r"\n-[AI] (\S+)")
 _COMMENT = re.compile(rb"\n#[^\n]*")
@@ -200,8 +204,11 @@ class ReusingParser:
             if pos >= stop:
                 break
             run = _CUT.match(buf, pos)  # a cut's own run is not cut again
-            found = _CUT.search(buf, run.end() if run else pos + 1, stop)
-            cut = found.start() if found else stop
+            if run is not None and run.group(1) in _ALONE:
+                cut = run.end()
+            else:
+                found = _CUT.search(buf, run.end() if run else pos + 1, stop)
+                cut = found.start() if found else stop
             if cut == stop and carry and stop - pos <= MAX_CARRY:
                 return pos
             self._piece(view[pos:cut])
