@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.collect.base import Absent, CollectContext, CollectError
+from agent.iptables_parse import Parser
 from agent.iptables_reuse import PieceCache, ReusingParser
 from agent.model.iptables import IptablesState, RuleSet
 
@@ -163,7 +164,8 @@ class _Saves:
     deadline: float  # time.monotonic()
     cpu_s: float = 0.0
 
-    caches: dict[tuple[int, str], PieceCache] = field(default_factory=dict)  # (family, backend) -> last read's
+    # (family, backend) -> what the last read left (None: nothing is kept, for a one-shot check)
+    caches: dict[tuple[int, str], PieceCache] | None = None
     parsed: set[tuple[int, str]] = field(default_factory=set)  # the (family, backend) pairs parsed in this read
 
     def text(self, argv: list[str]) -> str:
@@ -173,14 +175,19 @@ class _Saves:
 
     def parse(self, family: int, backend: str) -> RuleSet:
         self.parsed.add((family, backend))
+        if self.caches is None:  # read once: the plain parser, with no pieces to remember
+            plain = Parser(family)
+            self.cpu_s += stream_save([_tool(family, backend)], lambda data: plain.feed_block(
+                data.decode("utf-8", "replace")), self.deadline).cpu_s
+            return plain.result()
         cache = self.caches.setdefault((family, backend), PieceCache())
-        parser = ReusingParser(cache, family)
+        reusing = ReusingParser(cache, family)
         try:
-            self.cpu_s += stream_save([_tool(family, backend)], parser.feed_block, self.deadline).cpu_s
+            self.cpu_s += stream_save([_tool(family, backend)], reusing.feed_block, self.deadline).cpu_s
         except BaseException:
             self.caches.pop((family, backend), None)  # half a read is no base for the next
             raise
-        return parser.result()
+        return reusing.result()
 
     def count_kube_chains(self, argv: list[str]) -> int:
         count = 0
@@ -207,6 +214,7 @@ class IptablesReader:
     # (family, backend) -> what the last read of it left for the next (agent/iptables_reuse.py); it also
     # holds that read's RuleSet, so a read that finds the rules unchanged returns the same objects
     caches: dict[tuple[int, str], PieceCache] = field(default_factory=dict)
+    reuse: bool = True  # False for a one-shot check: remembering pieces would cost and serve nothing
 
     def collect(self, ctx: CollectContext) -> IptablesState:
         now = time.monotonic()
@@ -219,7 +227,8 @@ class IptablesReader:
                 return self.last
         self.last = None  # the caches hold the rule sets the next read may reuse; nothing else keeps them
         started = time.monotonic()
-        saves = _Saves(deadline=started + (ctx.deadline_s if ctx.deadline_s > 0 else 60.0), caches=self.caches)
+        saves = _Saves(deadline=started + (ctx.deadline_s if ctx.deadline_s > 0 else 60.0),
+                       caches=self.caches if self.reuse else None)
         try:
             state = read(ctx, saves)
         except CollectError as exc:

@@ -43,12 +43,15 @@ def restore_path() -> object:
     os.environ["PATH"] = saved
 
 
-def test_streamed_read_equals_parsing_the_whole_text(tmp_path: Path, restore_path: object) -> None:
+@pytest.mark.parametrize("reuse", [True, False])  # serve's reader remembers pieces; a one-shot check does not
+def test_streamed_read_equals_parsing_the_whole_text(tmp_path: Path, restore_path: object, reuse: bool) -> None:
     saved = IPT / "v1.3x_TestOverallIPTablesRules.nft-save.rules"
     cfg = fake_tools(tmp_path, {"iptables-nft-save": f'[ "$1" = -t ] && exit 0; /bin/cat {saved}'})
-    state = IptablesReader().collect(CollectContext(cfg=cfg, deadline_s=10))
+    reader = IptablesReader(reuse=reuse)
+    state = reader.collect(CollectContext(cfg=cfg, deadline_s=10))
     assert state.backend == "nft" and "0 rules in legacy" in state.backend_reason
     assert to_jsonable(state.rulesets[0]) == to_jsonable(parse_text(saved.read_text()))
+    assert bool(reader.caches) == reuse
 
 
 def test_no_save_tool_is_absent(tmp_path: Path, restore_path: object) -> None:
