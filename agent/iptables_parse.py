@@ -15,7 +15,6 @@ in kube-proxy's order, unquoted one-word comments, `-X` in partial syncs, `-I` i
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterable
 
 from agent.model.iptables import (
@@ -127,6 +126,7 @@ class Parser:
         # where to record the ones this parse uses. A Rule is never changed once parsed, so it can be shared.
         self.rules_seen = rules_seen if rules_seen is not None else {}
         self.rules_used = rules_used
+        self.known_names: dict[str, str] = {}  # chain name -> one string object for it, from an earlier read
         self.table: Table | None = None
         self.declared: dict[str, str] = {}  # chain name -> the one string object for it (shared by references)
         self._pending: dict[str, str] = {}  # KUBE-* jump target not declared (yet) in this table -> a rule
@@ -290,8 +290,9 @@ class Parser:
             return
         declared = self.declared
         if "\n:" in seg:
-            # interned: the same names come back in every read, and in rules (agent/iptables_reuse.py keeps them)
-            names = list(map(sys.intern, _CHAIN_DECL.findall(seg)))
+            names = _CHAIN_DECL.findall(seg)
+            if self.known_names:  # the string objects the last read used (and its kept pieces still hold)
+                names = list(map(self.known_names.get, names, names))
             before = len(declared)
             declared.update(zip(names, names, strict=True))
             if len(declared) == before + len(names):  # all new (the usual case): add them in one go

@@ -82,6 +82,7 @@ class PieceCache:
     tokens: list[bytes] = field(default_factory=list)  # the read, in order: a digest per piece or other part
     lengths: list[int] = field(default_factory=list)  # bytes of each piece (0 for other parts)
     ruleset: RuleSet | None = None
+    names: dict[str, str] = field(default_factory=dict)  # chain names of the last read, as its string objects
     reused: int = 0  # pieces of the latest read taken from the previous one (for tests and the benchmark)
     parsed: int = 0
 
@@ -94,6 +95,7 @@ class ReusingParser:
         self.cache = cache
         self.family = family
         self.base = Parser(family, rules_seen=cache.rules, rules_used=cache.rules)
+        self.base.known_names = cache.names
         self.pending = b"\n"  # bytes not consumed yet; always begins with the "\n" before a line
         self.parts: list[bytes] = []  # blocks not cut yet
         self.parts_size = 0
@@ -138,6 +140,10 @@ class ReusingParser:
         if len(cache.rules) > 2 * sum(map(len, in_use)) + 1024:  # rules long gone: keep only this read's
             cache.rules = {rule.text: rule for rules in in_use for rule in rules}
         cache.tokens, cache.lengths, cache.ruleset = self.tokens, self.lengths, rs
+        # Chain names as this read's objects: the next read's declarations use them, not copies, so the
+        # pieces it keeps and its own tables share one string per name (not sys.intern: interned strings
+        # are never freed on some Pythons, and endpoint chain names churn).
+        cache.names = {name: name for table in rs.tables.values() for name in table.chains}
         return rs
 
     def _repeats(self, token: bytes, length: int) -> bool:
