@@ -53,11 +53,6 @@ class Names:
     def __init__(self) -> None:
         self.by_hash: dict[str, ServicePortKey] = {}
 
-    def propose(self, name: str, protocol: str | None) -> None:
-        for proto in (protocol,) if protocol in PROTOCOLS else PROTOCOLS:
-            assert proto is not None
-            self.by_hash.setdefault(*_hash_of(name, proto))
-
     def of_chain(self, chain: str) -> ServicePortKey | None:
         """The Service port a KUBE-SVC/SVL/EXT/FW chain belongs to, if its name is known."""
         for prefix in _HASHED_PREFIXES:
@@ -66,32 +61,24 @@ class Names:
         return None
 
 
-# (name, protocol) -> (its chain hash, its key), and comment -> the names in it: kept across reads, so
-# after a change the Services that did not change cost lookups, not a sha256 and a regular expression
-# each (10k of those cost a quarter of a second). Emptied when they grow past what a node can have.
-_hashes: dict[tuple[str, str], tuple[str, ServicePortKey]] = {}
-_comment_names: dict[str, tuple[str, ...]] = {}
+# (comment, protocol) -> the (chain hash, Service port) pairs its names propose, kept across reads: after
+# a change, the Services that did not change cost a lookup, not a regular expression and a sha256 each
+# (10k of those cost a quarter of a second). Emptied when it grows past what a node can have.
+_proposals: dict[tuple[str, str | None], tuple[tuple[str, ServicePortKey], ...]] = {}
 MAX_REMEMBERED = 200_000
 
 
-def _hash_of(name: str, proto: str) -> tuple[str, ServicePortKey]:
-    key = (name, proto)
-    have = _hashes.get(key)
-    if have is None:
-        if len(_hashes) >= MAX_REMEMBERED:
-            _hashes.clear()
-        have = _hashes[key] = (port_proto_hash(name, proto), ServicePortKey(name, proto))
-    return have
-
-
-def _names_in(comment: str | None) -> tuple[str, ...]:
+def _proposed(comment: str | None, protocol: str | None) -> tuple[tuple[str, ServicePortKey], ...]:
     if not comment:
         return ()
-    have = _comment_names.get(comment)
+    have = _proposals.get((comment, protocol))
     if have is None:
-        if len(_comment_names) >= MAX_REMEMBERED:
-            _comment_names.clear()
-        have = _comment_names[comment] = tuple(service_names(comment))
+        if len(_proposals) >= MAX_REMEMBERED:
+            _proposals.clear()
+        proto = _proto(protocol)
+        have = _proposals[comment, protocol] = tuple(
+            (port_proto_hash(name, p), ServicePortKey(name, p))
+            for name in service_names(comment) for p in ((proto,) if proto is not None else PROTOCOLS))
     return have
 
 
@@ -99,14 +86,15 @@ def _names_in(comment: str | None) -> tuple[str, ...]:
 def learn_names(rs: RuleSet) -> Names:
     """Names of the hashed chains of a RuleSet."""
     names = Names()
+    by_hash = names.by_hash
     for table in rs.tables.values():
         for rules in table.dispatch.values():
             for rule in rules:
-                for name in _names_in(rule.comment):
-                    names.propose(name, _proto(rule.protocol))
+                for pair in _proposed(rule.comment, rule.protocol):
+                    by_hash.setdefault(*pair)
         for ladder in table.ladders.values():
-            for name in _names_in(ladder.comment):
-                names.propose(name, _proto(ladder.protocol))
+            for pair in _proposed(ladder.comment, ladder.protocol):
+                by_hash.setdefault(*pair)
     return names
 
 
@@ -182,7 +170,7 @@ def programmed_ports_of(rs: RuleSet) -> list[ProgrammedPort]:
                 inputs.setdefault(key, []).append(rule)
     for chain in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS"):
         for rule in filt.dispatch.get(chain, []):
-            words = _names_in(rule.comment)
+            words = service_names(rule.comment)
             if words:  # no chain to hash here: the comment names the Service port (never dropped)
                 key = ServicePortKey(words[0], _proto(rule.protocol) or "tcp")
                 inputs.setdefault(key, []).append(_Filtered(rule))
