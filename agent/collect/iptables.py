@@ -65,10 +65,22 @@ def _tool(family: int, backend: str) -> str:
     return f"{'ip6tables' if family == 6 else 'iptables'}-{backend}-save"
 
 
-def stream_save(argv: list[str], on_block: Callable[[bytes], object], deadline: float) -> SaveResult:
-    """Run a save command and hand its stdout to `on_block(data)` in blocks of whole lines while it runs.
-    Kills the child at `deadline` (time.monotonic()) and raises CollectError; a non-zero exit raises too."""
-    started_cpu = time.thread_time()
+@dataclass
+class RunningSave:
+    """A save command started, its output drained into a bounded queue by a thread."""
+
+    argv: list[str]
+    proc: subprocess.Popen[bytes]
+    chunks: queue.Queue[bytes | None]
+    errors: list[bytes]
+    stop: threading.Event  # set when the reading side gives up: the drain thread must not block on put
+    readers: list[threading.Thread]
+
+    def abandon(self) -> None:
+        _kill(self.proc, self.stop)
+
+
+def start_save(argv: list[str]) -> RunningSave:
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 env={**os.environ, "LC_ALL": "C"}, start_new_session=True)
@@ -81,7 +93,7 @@ def stream_save(argv: list[str], on_block: Callable[[bytes], object], deadline: 
     # piling up here (2 blocks, besides the pipe).
     chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=2)
     errors: list[bytes] = []
-    stop = threading.Event()  # set when the reading side gives up: the drain thread must not block on put
+    stop = threading.Event()
 
     def drain_stdout() -> None:
         fd = proc.stdout.fileno() if proc.stdout else -1
@@ -103,6 +115,19 @@ def stream_save(argv: list[str], on_block: Callable[[bytes], object], deadline: 
                for f in (drain_stdout, drain_stderr)]
     for t in readers:
         t.start()
+    return RunningSave(argv, proc, chunks, errors, stop, readers)
+
+
+def stream_save(argv: list[str], on_block: Callable[[bytes], object], deadline: float) -> SaveResult:
+    """Run a save command and hand its stdout to `on_block(data)` in blocks of whole lines while it runs.
+    Kills the child at `deadline` (time.monotonic()) and raises CollectError; a non-zero exit raises too."""
+    return consume_save(start_save(argv), on_block, deadline)
+
+
+def consume_save(run: RunningSave, on_block: Callable[[bytes], object], deadline: float) -> SaveResult:
+    """stream_save for a save already started (see `start_save`)."""
+    started_cpu = time.thread_time()
+    argv, proc, chunks = run.argv, run.proc, run.chunks
     tail, lines, done = b"", 0, False
     try:
         while not done:
@@ -132,17 +157,17 @@ def stream_save(argv: list[str], on_block: Callable[[bytes], object], deadline: 
         if tail:
             on_block(tail + b"\n")
     except queue.Empty:
-        _kill(proc, stop)
+        run.abandon()
         raise CollectError(f"{' '.join(argv)} did not finish in time (killed)") from None
     except BaseException:
-        _kill(proc, stop)
+        run.abandon()
         raise
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    for t in readers:
+    for t in run.readers:
         t.join(1)
     if proc.returncode != 0:
-        message = (b"".join(errors).decode("utf-8", "replace").strip().splitlines() or ["no message"])[0]
+        message = (b"".join(run.errors).decode("utf-8", "replace").strip().splitlines() or ["no message"])[0]
         raise CollectError(f"{' '.join(argv)} exited {proc.returncode}: {message}")
     cpu = usage.ru_utime + usage.ru_stime + time.thread_time() - started_cpu
     return SaveResult(cpu_s=cpu, lines=lines)
@@ -167,6 +192,21 @@ class _Saves:
     # (family, backend) -> what the last read left (None: nothing is kept, for a one-shot check)
     caches: dict[tuple[int, str], PieceCache] | None = None
     parsed: set[tuple[int, str]] = field(default_factory=set)  # the (family, backend) pairs parsed in this read
+    started: dict[tuple[int, str], RunningSave] = field(default_factory=dict)  # saves started ahead
+
+    def start_ahead(self, family: int, backend: str) -> None:
+        """Start this save now, to be parsed later: it runs while the backend is being detected."""
+        self.started[family, backend] = start_save([_tool(family, backend)])
+
+    def abandon(self) -> None:
+        """Kill saves started ahead and not used (the backend turned out to be another, or the read failed)."""
+        for run in self.started.values():
+            run.abandon()
+        self.started.clear()
+
+    def _stream(self, family: int, backend: str, on_block: Callable[[bytes], object]) -> None:
+        run = self.started.pop((family, backend), None) or start_save([_tool(family, backend)])
+        self.cpu_s += consume_save(run, on_block, self.deadline).cpu_s
 
     def text(self, argv: list[str]) -> str:
         parts: list[bytes] = []
@@ -177,26 +217,25 @@ class _Saves:
         self.parsed.add((family, backend))
         if self.caches is None:  # read once: the plain parser, with no pieces to remember
             plain = Parser(family)
-            self.cpu_s += stream_save([_tool(family, backend)], lambda data: plain.feed_block(
-                data.decode("utf-8", "replace")), self.deadline).cpu_s
+            self._stream(family, backend, lambda data: plain.feed_block(data.decode("utf-8", "replace")))
             return plain.result()
         cache = self.caches.setdefault((family, backend), PieceCache())
         reusing = ReusingParser(cache, family)
         try:
-            self.cpu_s += stream_save([_tool(family, backend)], reusing.feed_block, self.deadline).cpu_s
+            self._stream(family, backend, reusing.feed_block)
         except BaseException:
             self.caches.pop((family, backend), None)  # half a read is no base for the next
             raise
         return reusing.result()
 
-    def count_kube_chains(self, argv: list[str]) -> int:
+    def count_kube_chains(self, family: int, backend: str) -> int:
         count = 0
 
         def on_block(data: bytes) -> None:
             nonlocal count
             count += data.count(b"\n:KUBE-") + (1 if data.startswith(b":KUBE-") else 0)
 
-        self.cpu_s += stream_save(argv, on_block, self.deadline).cpu_s
+        self._stream(family, backend, on_block)
         return count
 
 
@@ -215,6 +254,7 @@ class IptablesReader:
     # holds that read's RuleSet, so a read that finds the rules unchanged returns the same objects
     caches: dict[tuple[int, str], PieceCache] = field(default_factory=dict)
     reuse: bool = True  # False for a one-shot check: remembering pieces would cost and serve nothing
+    backend: str | None = None  # the backend the last read found: its save is started before detection
 
     def collect(self, ctx: CollectContext) -> IptablesState:
         now = time.monotonic()
@@ -230,13 +270,15 @@ class IptablesReader:
         saves = _Saves(deadline=started + (ctx.deadline_s if ctx.deadline_s > 0 else 60.0),
                        caches=self.caches if self.reuse else None)
         try:
-            state = read(ctx, saves)
+            state = read(ctx, saves, self.backend)
         except CollectError as exc:
             self._pace(max(saves.cpu_s, time.monotonic() - started), error=str(exc))
             raise
-        finally:  # a backend or family this read did not parse keeps nothing in memory
-            for key in [k for k in self.caches if k not in saves.parsed]:
+        finally:
+            saves.abandon()
+            for key in [k for k in self.caches if k not in saves.parsed]:  # not read: nothing kept in memory
                 del self.caches[key]
+        self.backend = state.backend
         self._pace(saves.cpu_s, error=None)
         self.last = state
         return state
@@ -247,7 +289,7 @@ class IptablesReader:
         self.next_read = time.monotonic() + cost / self.budget - cost
 
 
-def read(ctx: CollectContext, saves: _Saves) -> IptablesState:
+def read(ctx: CollectContext, saves: _Saves, guess: str | None = None) -> IptablesState:
     """One read: detect the backend, read it (IPv4, and IPv6 when it has kube-proxy chains), count
     KUBE-* chains in the other backend.
 
@@ -261,6 +303,11 @@ def read(ctx: CollectContext, saves: _Saves) -> IptablesState:
 
     def readable(family: int, backend: str) -> bool:
         return have[family, backend] and (backend == "nft" or bool(legacy_tables[family]))
+
+    if guess == "legacy" and readable(4, "legacy"):
+        # Most likely the backend is the one the last read found: its (long) save runs while the other
+        # saves detect it, on the other core. (nft needs no head start: detection reads it in full.)
+        saves.start_ahead(4, "legacy")
 
     done: dict[tuple[int, str], RuleSet] = {}
     for family in (4, 6):
@@ -294,7 +341,7 @@ def read(ctx: CollectContext, saves: _Saves) -> IptablesState:
         if (family, other) in done:
             state.kube_chains[other] += done[family, other].kube_chain_count()
         elif readable(family, other):
-            state.kube_chains[other] += saves.count_kube_chains([_tool(family, other)])
+            state.kube_chains[other] += saves.count_kube_chains(family, other)
     return state
 
 

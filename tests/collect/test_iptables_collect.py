@@ -92,12 +92,14 @@ def test_cheap_reads_are_paced_for_a_moment_only(tmp_path: Path, restore_path: o
 
 # --- real kernel state -------------------------------------------------------------------------------
 
-def read_in(node: Node) -> dict[str, object]:
-    """Run the collector inside the node's netns and return what it found (backend, reason, counts)."""
-    code = ("import json; from agent.collect.iptables import IptablesReader; from agent.collect.base import "
-            "CollectContext; from agent.config import Config; s = IptablesReader().collect(CollectContext("
-            "cfg=Config(), deadline_s=30)); print(json.dumps({'backend': s.backend, 'reason': s.backend_reason, "
-            "'kube_chains': s.kube_chains, 'families': [r.family for r in s.rulesets]}))")
+def read_in(node: Node, guess: str | None = None) -> dict[str, object]:
+    """Run the collector inside the node's netns and return what it found (backend, reason, counts, and
+    the save processes still running after it). `guess`: the backend a previous read found."""
+    code = ("import json, psutil; from agent.collect.iptables import IptablesReader; from agent.collect.base "
+            "import CollectContext; from agent.config import Config; r = IptablesReader(backend=" + repr(guess) +
+            "); s = r.collect(CollectContext(cfg=Config(), deadline_s=30)); print(json.dumps({'backend': "
+            "s.backend, 'reason': s.backend_reason, 'kube_chains': s.kube_chains, 'families': [x.family for x in "
+            "s.rulesets], 'children': len(psutil.Process().children())}))")
     import json
     return json.loads(node.sh("/usr/bin/env", f"PYTHONPATH={REPO}", PY, "-c", code).stdout)  # type: ignore[no-any-return]
 
@@ -127,10 +129,24 @@ def test_without_hint_the_backend_with_more_rules_wins(node: Node) -> None:
     assert found["backend"] == "legacy" and "2 rules in legacy, 1 in nft" in str(found["reason"])
 
 
-def test_kube_chains_in_both_backends_are_counted(node: Node) -> None:
+@pytest.mark.parametrize("guess", [None, "legacy", "nft"])  # the last read's backend: legacy's save starts early
+def test_kube_chains_in_both_backends_are_counted(node: Node, guess: str | None) -> None:
     load(node, "nft")
     node.iptables_restore("*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-OLD - [0:0]\nCOMMIT\n", "legacy")
-    assert read_in(node)["kube_chains"] == {"nft": node.iptables_save("nft").count("\n:KUBE-"), "legacy": 2}
+    found = read_in(node, guess)
+    assert found["backend"] == "nft"  # a wrong guess changes nothing but what ran early
+    assert found["kube_chains"] == {"nft": node.iptables_save("nft").count("\n:KUBE-"), "legacy": 2}
+    assert found["children"] == 0
+
+
+@pytest.mark.parametrize("guess", [None, "legacy"])
+def test_a_guess_never_starts_a_legacy_save_without_legacy_tables(node: Node, guess: str | None) -> None:
+    load(node, "nft")  # no legacy tables at all: no legacy save may run (it would create them)
+    found = read_in(node, guess)
+    assert found["backend"] == "nft" and found["kube_chains"] == {
+        "nft": node.iptables_save("nft").count("\n:KUBE-"), "legacy": 0}
+    assert found["children"] == 0
+    assert node.sh("cat", "/proc/net/ip_tables_names").stdout.strip() == ""
 
 
 def test_ipv6_rules_are_read_when_kube_proxy_has_chains_there(node: Node) -> None:
@@ -194,3 +210,15 @@ def test_a_read_reuses_the_last_one_and_follows_a_partial_sync(node: Node, backe
     found = json.loads(node.sh("/usr/bin/env", f"PYTHONPATH={REPO}", PY, "-c", REREAD, backend, str(partial)).stdout)
     assert found["same_object"] and found["new_object"] and found["equal_to_fresh"], found
     assert found["parsed"] >= 1 and found["reused"] >= 1, found  # a small rule set: a few pieces in all
+
+
+def test_a_save_started_ahead_is_killed_when_the_read_fails(tmp_path: Path, restore_path: object) -> None:
+    import psutil
+    cfg = fake_tools(tmp_path, {"iptables-nft-save": "echo broken >&2; exit 3",
+                                "iptables-legacy-save": "exec /bin/sleep 30"}, legacy_tables="nat\n")
+    reader = IptablesReader(backend="legacy")  # the last read found legacy: its save starts first
+    started = time.monotonic()
+    with pytest.raises(CollectError, match="exited 3: broken"):
+        reader.collect(CollectContext(cfg=cfg, deadline_s=20))
+    assert time.monotonic() - started < 10
+    assert psutil.Process().children() == []
