@@ -119,13 +119,11 @@ def _first_comment(line: str) -> str | None:
 class Parser:
     """Feed lines in order; `result()` gives the RuleSet. Kept as a class so a collector can stream."""
 
-    def __init__(self, family: int = 4, rules_seen: dict[str, Rule] | None = None,
-                 rules_used: dict[str, Rule] | None = None) -> None:
+    def __init__(self, family: int = 4, known_rules: dict[str, Rule] | None = None) -> None:
         self.rs = RuleSet(family=family)
-        # Dispatch rules parsed before, by line (agent/iptables_reuse.py passes the previous read's), and
-        # where to record the ones this parse uses. A Rule is never changed once parsed, so it can be shared.
-        self.rules_seen = rules_seen if rules_seen is not None else {}
-        self.rules_used = rules_used
+        # Dispatch rules by line: looked up before parsing and recorded after. agent/iptables_reuse.py passes
+        # one kept across reads; a Rule is never changed once parsed, so it can be shared.
+        self.known_rules = known_rules if known_rules is not None else {}
         self.known_names: dict[str, str] = {}  # chain name -> one string object for it, from an earlier read
         self.table: Table | None = None
         self.declared: dict[str, str] = {}  # chain name -> the one string object for it (shared by references)
@@ -225,7 +223,7 @@ class Parser:
 
     def _other_rule(self, table: Table, chain: str, target: str, line: str) -> None:
         if chain in DISPATCH_CHAINS or chain.startswith(DISPATCH_PREFIXES):
-            rule = self.rules_seen.get(line)
+            rule = self.known_rules.get(line)
             if rule is None:
                 try:
                     rule = parse_rule(line)
@@ -234,8 +232,7 @@ class Parser:
                     self._unparsed(line, str(exc))
                     return
                 rule.chain, rule.target = chain, target or rule.target
-            if self.rules_used is not None:
-                self.rules_used[line] = rule
+                self.known_rules[line] = rule
             rules = table.dispatch.setdefault(chain, [])
             rules.insert(0, rule) if line.startswith("-I ") else rules.append(rule)
             return

@@ -94,7 +94,7 @@ class ReusingParser:
     def __init__(self, cache: PieceCache, family: int = 4) -> None:
         self.cache = cache
         self.family = family
-        self.base = Parser(family, rules_seen=cache.rules, rules_used=cache.rules)
+        self.base = Parser(family, known_rules=cache.rules)
         self.base.known_names = cache.names
         self.pending = b"\n"  # bytes not consumed yet; always begins with the "\n" before a line
         self.parts: list[bytes] = []  # blocks not cut yet
@@ -267,7 +267,7 @@ class ReusingParser:
         it cannot be read, jumps to a chain that is not declared or adds to a built-in chain the table did
         not declare: the Parser then takes the lines itself, so the evidence and its order stay what one
         parse of the whole text gives."""
-        scratch = _PieceParser(self.family, rules_seen=self.cache.rules, rules_used=self.cache.rules)
+        scratch = _PieceParser(self.family, known_rules=self.cache.rules)
         scratch.declared = self.base.declared  # only read: a piece that would declare a chain is refused
         table = scratch.table = Table("")
         try:
@@ -344,8 +344,8 @@ class _PieceParser(Parser):
     """The Parser, noting every KUBE-* chain a rule jumps to (besides the ladders' endpoint chains, which
     the ladders list): a later read reuses the piece only while all of them are declared."""
 
-    def __init__(self, family: int, rules_seen: dict[str, Rule], rules_used: dict[str, Rule]) -> None:
-        super().__init__(family, rules_seen=rules_seen, rules_used=rules_used)
+    def __init__(self, family: int, known_rules: dict[str, Rule]) -> None:
+        super().__init__(family, known_rules=known_rules)
         self.jumps: set[str] = set()
 
     def _check_target(self, table: Table, target: str, line: str) -> None:

@@ -68,7 +68,8 @@ class Table:
 
 @dataclass
 class RuleSet:
-    """What one `ip(6)tables-<backend>-save` showed."""
+    """What one `ip(6)tables-<backend>-save` showed. Never changed once the parser hands it out: the reader
+    returns the same object while the rules are unchanged, and checks memoise their results on it."""
 
     family: int  # 4 | 6
     tables: dict[str, Table] = field(default_factory=dict)
