@@ -128,6 +128,7 @@ class Parser:
         self.table: Table | None = None
         self.declared: dict[str, str] = {}  # chain name -> the one string object for it (shared by references)
         self._pending: dict[str, str] = {}  # KUBE-* jump target not declared (yet) in this table -> a rule
+        self.emptied: dict[str, frozenset[str]] = {}  # table -> endpoint chains given "" at COMMIT (no rule)
 
     def result(self) -> RuleSet:
         if self.table is not None:  # input without a final COMMIT (restore input cut short)
@@ -353,6 +354,7 @@ class Parser:
             empty = {c for c in known - table.endpoint_dnat.keys() if c.startswith(ENDPOINT_PREFIX)}
             for chain in [c for c in table.chains if c in empty] if empty else []:
                 table.endpoint_dnat[chain] = ""
+            self.emptied[table.name] = self.emptied.get(table.name, frozenset()) | empty
         self._pending.clear()
         self.table = None
 

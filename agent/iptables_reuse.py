@@ -36,12 +36,12 @@ import copy
 import hashlib
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from agent.iptables_parse import Parser
-from agent.model.iptables import LadderChain, Rule, RuleSet, Table
+from agent.model.iptables import ChainChanges, LadderChain, Rule, RuleSet, Table
 
 # The start of a run of one KUBE-SEP/SVC/SVL chain whose hash ends in A-D, and the whole run (matching
 # the run too lets the search go on after it, so only its first line is a cut). The hash's last letter,
@@ -56,6 +56,9 @@ _RULE_CHAIN = re.compile(r"\n-[AI] (\S+)")
 _COMMENT = re.compile(rb"\n#[^\n]*")
 _NOTHING = hashlib.sha1().digest()
 _COUNTERS = re.compile(rb" (?:ACCEPT|DROP|RETURN|QUEUE) \[\d+:\d+\]")  # a built-in chain's policy counters
+# a line that changes a table's rules or chains outside a piece: anything but a table, chain, comment,
+# COMMIT or blank line (in iptables-save output there is none)
+_CHANGES_RULES = re.compile(r"^(?![:*#]|COMMIT\s*$|\s*$)", re.M)
 T = TypeVar("T")
 GATHER = 1 << 18  # bytes gathered before cutting (a save comes in blocks of a few kB as often as of 256 kB)
 MAX_CARRY = 4 << 20  # a run longer than this with no cut is handled anyway (rules: merged as a split chain)
@@ -83,6 +86,13 @@ class PieceCache:
     lengths: list[int] = field(default_factory=list)  # bytes of each piece (0 for other parts)
     ruleset: RuleSet | None = None
     names: dict[str, str] = field(default_factory=dict)  # chain names of the last read, as its string objects
+    # What ChainChanges are worked out from: the last read's serial, its pieces per table (by id: they are
+    # kept alive here), its endpoint chains with no rule, and whether every rule came in a piece
+    serial: int | None = None
+    table_pieces: dict[str, dict[int, Piece]] = field(default_factory=dict)
+    emptied: dict[str, frozenset[str]] = field(default_factory=dict)
+    splits: dict[str, set[str]] = field(default_factory=dict)  # table -> chains whose rules were in two pieces
+    clean: bool = False
     reused: int = 0  # pieces of the latest read taken from the previous one (for tests and the benchmark)
     parsed: int = 0
 
@@ -111,6 +121,9 @@ class ReusingParser:
         self.deferred: list[Piece | bytes] | None = []
         self.pieces: dict[bytes, Piece] = {}
         self.batch: list[Piece] = []  # pieces not merged into the table yet (merged together: faster)
+        self.table_pieces: dict[str, dict[int, Piece]] = {}  # table -> the pieces merged into it, by id
+        self.splits: dict[str, set[str]] = {}  # table -> chains whose rules came in two pieces
+        self.fed_rules = False  # a rule or command went to the Parser outside a piece: no ChainChanges
         self.reused = self.parsed = 0
 
     def feed_block(self, block: bytes) -> None:
@@ -139,6 +152,14 @@ class ReusingParser:
         in_use = [rules for table in rs.tables.values() for rules in table.dispatch.values()]
         if len(cache.rules) > 2 * sum(map(len, in_use)) + 1024:  # rules long gone: keep only this read's
             cache.rules = {rule.text: rule for rules in in_use for rule in rules}
+        clean = not self.fed_rules and not rs.unparsed_count
+        if clean and cache.clean and cache.serial is not None and rs.tables.keys() == cache.table_pieces.keys():
+            rs.changes = ChainChanges(cache.serial, {name: _changed_chains(
+                cache.table_pieces[name], self.table_pieces.get(name, {}),
+                (cache.emptied.get(name, frozenset()) ^ self.base.emptied.get(name, frozenset()))
+                | cache.splits.get(name, set()) | self.splits.get(name, set())) for name in rs.tables})
+        cache.serial, cache.clean, cache.emptied, cache.splits = rs.serial, clean, self.base.emptied, self.splits
+        cache.table_pieces = {name: self.table_pieces.get(name, {}) for name in rs.tables}
         cache.tokens, cache.lengths, cache.ruleset = self.tokens, self.lengths, rs
         # Chain names as this read's objects: the next read's declarations use them, not copies, so the
         # pieces it keeps and its own tables share one string per name (not sys.intern: interned strings
@@ -292,19 +313,22 @@ class ReusingParser:
         base = self.base
         table = base.table
         assert table is not None
+        self.table_pieces.setdefault(table.name, {}).update((id(p), p) for p in batch)
+        splits = self.splits.setdefault(table.name, set())
         table.rule_count += sum(p.rule_count for p in batch)
         for piece in batch:
             if piece.dispatch:
-                _append(table.dispatch, piece.dispatch)
+                _append(table.dispatch, piece.dispatch, splits)
             if piece.plain:
-                _append(table.plain, piece.plain)
-        _update_all(table.endpoint_dnat, [p.dnat for p in batch if p.dnat], _joined_dnat)
-        _update_all(table.ladders, [p.ladders for p in batch if p.ladders], _joined)
+                _append(table.plain, piece.plain, splits)
+        _update_all(table.endpoint_dnat, [p.dnat for p in batch if p.dnat], _joined_dnat, splits)
+        _update_all(table.ladders, [p.ladders for p in batch if p.ladders], _joined, splits)
 
     def _to_parser(self, text: str) -> None:
         """Lines for the Parser itself. It adds rules to the table's objects, so a ladder that came from a
         piece is copied first: pieces are never changed."""
         table = self.base.table
+        self.fed_rules = self.fed_rules or _CHANGES_RULES.search(text) is not None
         if table is not None:
             for chain in set(_RULE_CHAIN.findall("\n" + text)):
                 if chain in table.ladders:
@@ -361,8 +385,9 @@ class _NotAPiece(Exception):
     pass
 
 
-def _update_all(store: dict[str, T], adds: list[dict[str, T]], join: Callable[[T, T], T]) -> None:
-    """store.update(each of adds), in order; a chain already there (split over two pieces) is joined."""
+def _update_all(store: dict[str, T], adds: list[dict[str, T]], join: Callable[[T, T], T], splits: set[str]) -> None:
+    """store.update(each of adds), in order; a chain already there (split over two pieces) is joined, and
+    noted in `splits`."""
     before = store.copy() if store else None
     store.update(itertools.chain.from_iterable(add.items() for add in adds))
     if len(store) == (len(before) if before else 0) + sum(map(len, adds)):
@@ -372,15 +397,39 @@ def _update_all(store: dict[str, T], adds: list[dict[str, T]], join: Callable[[T
     for add in adds:
         for chain, value in add.items():
             have = store.get(chain)
+            if have is not None:
+                splits.add(chain)
             store[chain] = value if have is None else join(have, value)
 
 
-def _append(store: dict[str, list[T]], add: dict[str, list[T]]) -> None:
-    """Each chain's rules after those it has. Copied: a later `-I` (restore input) inserts into the table's
-    list, never into the piece's."""
+def _append(store: dict[str, list[T]], add: dict[str, list[T]], splits: set[str]) -> None:
+    """Each chain's rules after those it has (a chain that had some is noted in `splits`). Copied: a later
+    `-I` (restore input) inserts into the table's list, never into the piece's."""
     for chain, rules in add.items():
         have = store.get(chain)
+        if have is not None:
+            splits.add(chain)
         store[chain] = list(rules) if have is None else have + rules
+
+
+def _changed_chains(before: dict[int, Piece], now: dict[int, Piece], also: Iterable[str]) -> frozenset[str]:
+    """The chains whose entries differ between the pieces one read had and the other did not (a piece
+    parsed again is a new object), and `also` (chains split over pieces, endpoint chains with no rule).
+    A piece holds about eight chains: comparing entries keeps one changed chain from naming its
+    neighbours."""
+    changed = set(also)
+    entries: list[dict[tuple[int, str], object]] = [{}, {}]
+    for pieces, other, found in ((before, now, entries[0]), (now, before, entries[1])):
+        for key in pieces.keys() - other.keys():
+            piece = pieces[key]
+            for n, store in enumerate((piece.dnat, piece.ladders, piece.dispatch, piece.plain)):
+                for chain, entry in (store or {}).items():
+                    if found.setdefault((n, chain), entry) is not entry:
+                        changed.add(chain)  # in two of these pieces: not compared, named
+    old, new = entries
+    changed.update(chain for n_chain in old.keys() | new.keys() if old.get(n_chain) != new.get(n_chain)
+                   for chain in (n_chain[1],))
+    return frozenset(changed)
 
 
 def _joined_dnat(first: str, second: str) -> str:

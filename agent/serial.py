@@ -19,7 +19,8 @@ _HINTS_CACHE: dict[type, dict[str, Any]] = {}
 def to_jsonable(obj: Any) -> Any:
     """Turn a dataclass tree into dicts/lists/primitives."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                if not f.metadata.get("transient")}  # process-local links between objects
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, (set, frozenset)):

@@ -7,9 +7,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from agent.catalogue import finding
+from agent.checks.iptables_names import Names, learn_names, service_names
 from agent.checks.iptables_scope import scope
 from agent.checks.memo import by_identity
-from agent.checks.programmed_iptables import Names, endpoint_users, learn_names, service_names
+from agent.checks.programmed_iptables import endpoint_users
 from agent.iptables_parse import jump_target
 from agent.model import Finding, Snapshot
 from agent.model.iptables import LadderChain, RuleSet

@@ -1,20 +1,30 @@
 """iptables mode -> the mode-independent view (agent/model/programmed.py): per Service port, where its
 traffic enters (dispatch), which endpoints it goes to, and its session affinity. Pure.
 
-Chains are tied to Service ports by kube-proxy's own hashing (agent.kube_hash): a service-level comment
-("ns/svc:port cluster IP") only proposes a name, which counts when base32(sha256(name + protocol))
-gives the chain's suffix. Per-endpoint comments are never needed (kube-proxy drops them above 1,000
-endpoints); endpoints are read from the KUBE-SEP chains' DNAT targets.
+Chains are tied to Service ports by kube-proxy's own hashing (agent/checks/iptables_names.py);
+endpoints are read from the KUBE-SEP chains' DNAT targets.
+
+After a partial sync (the reader says which chains changed: RuleSet.changes) only the Service ports
+those chains touch are gathered and built again; the rest are the previous read's ProgrammedPort objects.
+A test compares the result with a fresh derivation after each of a series of changes.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from agent.checks.iptables_names import (
+    Names,
+    ServicePortKey,
+    hash_of,
+    learn_names,
+    list_changes,
+    proto,
+    service_names,
+)
 from agent.checks.memo import by_identity
-from agent.kube_hash import EXT, FW, SVC, SVL, port_proto_hash
+from agent.kube_hash import EXT, FW, SEP, SVC, SVL, port_proto_hash
 from agent.model.iptables import IptablesState, LadderChain, Rule, RuleSet, Table
 from agent.model.programmed import (
     ACCEPT,
@@ -29,77 +39,6 @@ from agent.model.programmed import (
     Dispatch,
     ProgrammedPort,
 )
-
-PROTOCOLS = ("tcp", "udp", "sctp")
-# "ns/name" or "ns/name:port" as kube-proxy writes a ServicePortName into a comment
-_SERVICE_NAME = re.compile(r"(?<![\w/.:-])([a-z0-9][-a-z0-9.]*/[a-z0-9][-a-z0-9.]*(?::[-a-z0-9]+)?)(?![\w/.:-])")
-_HASHED_PREFIXES = (SVC, SVL, EXT, FW)
-
-
-def service_names(text: str | None) -> list[str]:
-    """The ServicePortName-looking words of a comment."""
-    return _SERVICE_NAME.findall(text) if text else []
-
-
-@dataclass(frozen=True)
-class ServicePortKey:
-    service: str  # "ns/name:port" (or "ns/name" for an unnamed port)
-    protocol: str
-
-
-class Names:
-    """Hash suffix (16 characters) -> Service port, learnt from service-level comments and verified by hash."""
-
-    def __init__(self) -> None:
-        self.by_hash: dict[str, ServicePortKey] = {}
-
-    def of_chain(self, chain: str) -> ServicePortKey | None:
-        """The Service port a KUBE-SVC/SVL/EXT/FW chain belongs to, if its name is known."""
-        for prefix in _HASHED_PREFIXES:
-            if chain.startswith(prefix):
-                return self.by_hash.get(chain[len(prefix):])
-        return None
-
-
-# (comment, protocol) -> the (chain hash, Service port) pairs its names propose, kept across reads: after
-# a change, the Services that did not change cost a lookup, not a regular expression and a sha256 each
-# (10k of those cost a quarter of a second). Emptied when it grows past what a node can have.
-_proposals: dict[tuple[str, str | None], tuple[tuple[str, ServicePortKey], ...]] = {}
-MAX_REMEMBERED = 200_000
-
-
-def _proposed(comment: str | None, protocol: str | None) -> tuple[tuple[str, ServicePortKey], ...]:
-    if not comment:
-        return ()
-    have = _proposals.get((comment, protocol))
-    if have is None:
-        if len(_proposals) >= MAX_REMEMBERED:
-            _proposals.clear()
-        proto = _proto(protocol)
-        have = _proposals[comment, protocol] = tuple(
-            (port_proto_hash(name, p), ServicePortKey(name, p))
-            for name in service_names(comment) for p in ((proto,) if proto is not None else PROTOCOLS))
-    return have
-
-
-@by_identity  # once per RuleSet object: the checks and the metrics share it
-def learn_names(rs: RuleSet) -> Names:
-    """Names of the hashed chains of a RuleSet."""
-    names = Names()
-    by_hash = names.by_hash
-    for table in rs.tables.values():
-        for rules in table.dispatch.values():
-            for rule in rules:
-                for pair in _proposed(rule.comment, rule.protocol):
-                    by_hash.setdefault(*pair)
-        for ladder in table.ladders.values():
-            for pair in _proposed(ladder.comment, ladder.protocol):
-                by_hash.setdefault(*pair)
-    return names
-
-
-def _proto(value: str | None) -> str | None:
-    return value if value in PROTOCOLS else None
 
 
 def _address(ip: str | None, port: str | None, family: int) -> str:
@@ -135,7 +74,9 @@ def _kind_of_nat(rule: Rule) -> str | None:
 
 
 # What makes up one Service port's rules: its nat dispatch rules, filter rules, (chain, ladder, DNAT of
-# each endpoint chain) per KUBE-SVC/SVL chain, and the names of its KUBE-EXT/FW chains, in rule order.
+# each endpoint chain) per KUBE-SVC/SVL chain, and the names of its KUBE-EXT/FW chains; rules in rule
+# order (the nat rules first: the filter rules' kind depends on them). What a port is built into does not
+# depend on the order of its chains, which a scan and a lookup by name find in different orders.
 class _Filtered(NamedTuple):
     """A filter-table rule among a port's inputs (nat rules go bare)."""
 
@@ -150,29 +91,65 @@ class _Ladder(NamedTuple):
 
 _Inputs = list[Rule | _Filtered | _Ladder | str]  # str: a KUBE-EXT/FW chain's name
 
-# family -> Service port -> (its inputs, its ProgrammedPort) from the last derivation. A port whose inputs
-# are equal to last time's (the same objects, mostly: agent/iptables_reuse.py hands back unchanged
-# chains' parses) is the same ProgrammedPort, not built again: after a partial sync only the Services it
-# touched cost anything.
-_previous: dict[int, dict[ServicePortKey, tuple[tuple[object, ...], ProgrammedPort | None]]] = {}
+_Fingerprint = tuple[object, ...]  # a port's inputs: equal inputs, the same ProgrammedPort
+FILTER_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS")
+NAT_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS")
+
+
+@dataclass
+class _Derived:
+    """What the last derivation of a family used and gave: the base for the next one."""
+
+    serial: int  # of the RuleSet it was derived from
+    names: Names
+    dispatch: dict[str, dict[str, list[Rule]]]  # table -> that RuleSet's dispatch chains (the dicts themselves)
+    ladders: dict[str, LadderChain]  # its nat ladders
+    ports: dict[ServicePortKey, tuple[_Fingerprint, ProgrammedPort | None]]
+    order: list[ServicePortKey]  # the keys of ports, sorted as the result is
+
+
+_previous: dict[int, _Derived] = {}  # family -> the last derivation
 
 
 @by_identity  # the same RuleSet object comes back while the rules are unchanged (agent/iptables_reuse.py)
 def programmed_ports_of(rs: RuleSet) -> list[ProgrammedPort]:
     """One RuleSet (one IP family) -> its programmed Service ports."""
     names = learn_names(rs)
+    prior = _previous.get(rs.family)
+    touched = _touched(rs, names, prior) if prior is not None else None
+    before = prior.ports if prior is not None else {}
+    if touched is None:  # everything gathered again; a port whose inputs are as before is not built again
+        inputs, now = _all_inputs(rs, names), {}
+    else:
+        inputs, now = _inputs_of(rs, names, touched), dict(before)
+        for key in touched:
+            now.pop(key, None)
+    for key, items in inputs.items():
+        fingerprint = tuple(items)
+        hit = before.get(key)
+        now[key] = (fingerprint, hit[1] if hit is not None and hit[0] == fingerprint else _port(key, items, rs.family))
+    if prior is not None and now.keys() == before.keys():
+        order = prior.order
+    else:
+        order = sorted(now, key=lambda k: (k.service, k.protocol))
+    _previous[rs.family] = _Derived(rs.serial, names, {name: t.dispatch for name, t in rs.tables.items()},
+                                    rs.table("nat").ladders, now, order)
+    return [port for port in (now[key][1] for key in order) if port is not None]
+
+
+def _all_inputs(rs: RuleSet, names: Names) -> dict[ServicePortKey, _Inputs]:
+    """Every Service port's inputs, in rule order."""
     nat, filt = rs.table("nat"), rs.table("filter")
     inputs: dict[ServicePortKey, _Inputs] = {}
-    for chain in ("KUBE-SERVICES", "KUBE-NODEPORTS"):
+    for chain in NAT_CHAINS:
         for rule in nat.dispatch.get(chain, []):
             key = names.of_chain(rule.target)
             if key is not None:
                 inputs.setdefault(key, []).append(rule)
-    for chain in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS"):
+    for chain in FILTER_CHAINS:
         for rule in filt.dispatch.get(chain, []):
-            words = service_names(rule.comment)
-            if words:  # no chain to hash here: the comment names the Service port (never dropped)
-                key = ServicePortKey(words[0], _proto(rule.protocol) or "tcp")
+            key = _filter_key(rule)
+            if key is not None:
                 inputs.setdefault(key, []).append(_Filtered(rule))
     dnat = nat.endpoint_dnat.get
     for chain, ladder in nat.ladders.items():
@@ -184,16 +161,96 @@ def programmed_ports_of(rs: RuleSet) -> list[ProgrammedPort]:
         key = names.of_chain(chain)
         if key is not None:
             inputs.setdefault(key, []).append(chain)
-    before = _previous.get(rs.family, {})
-    now: dict[ServicePortKey, tuple[tuple[object, ...], ProgrammedPort | None]] = {}
-    for key, items in inputs.items():
-        fingerprint = tuple(items)
-        hit = before.get(key)
-        port = hit[1] if hit is not None and hit[0] == fingerprint else _port(key, items, rs.family)
-        now[key] = (fingerprint, port)
-    _previous[rs.family] = now
-    return [port for key, (_, port) in sorted(now.items(), key=lambda kv: (kv[0].service, kv[0].protocol))
-            if port is not None]
+    return inputs
+
+
+def _inputs_of(rs: RuleSet, names: Names, touched: dict[ServicePortKey, str]) -> dict[ServicePortKey, _Inputs]:
+    """The inputs of the `touched` Service ports (key -> its chains' hash) only: the same items as
+    _all_inputs gathers for them, their hashed chains looked up by name instead of found by a scan."""
+    nat, filt = rs.table("nat"), rs.table("filter")
+    named = {key: digest for key, digest in touched.items() if names.by_hash.get(digest) == key}
+    wanted = {prefix + digest: key for key, digest in named.items() for prefix in (SVC, SVL, EXT, FW)}
+    inputs: dict[ServicePortKey, _Inputs] = {}
+    for chain in NAT_CHAINS:
+        for rule in nat.dispatch.get(chain, []):
+            key = wanted.get(rule.target)
+            if key is not None:
+                inputs.setdefault(key, []).append(rule)
+    for chain in FILTER_CHAINS:
+        for rule in filt.dispatch.get(chain, []):
+            key = _filter_key(rule)
+            if key is not None and key in touched:
+                inputs.setdefault(key, []).append(_Filtered(rule))
+    dnat = nat.endpoint_dnat.get
+    for key, digest in named.items():
+        for prefix in (SVC, SVL):
+            ladder = nat.ladders.get(prefix + digest)
+            if ladder is not None:
+                dnats = tuple(map(dnat, ladder.endpoints + ladder.affinity_endpoints))
+                inputs.setdefault(key, []).append(_Ladder(prefix + digest, ladder, dnats))
+        for prefix in (EXT, FW):
+            if prefix + digest in nat.dispatch:
+                inputs.setdefault(key, []).append(prefix + digest)
+    return inputs
+
+
+def _filter_key(rule: Rule) -> ServicePortKey | None:
+    """A filter rule names its Service port in its comment (no chain to hash there; never dropped)."""
+    words = service_names(rule.comment)
+    return ServicePortKey(words[0], proto(rule.protocol) or "tcp") if words else None
+
+
+def _touched(rs: RuleSet, names: Names, prior: _Derived) -> dict[ServicePortKey, str] | None:
+    """The Service ports (-> their chains' hash) whose inputs may differ from the prior derivation's, from
+    the chains the reader says changed; None when it cannot say (then everything is gathered again)."""
+    changes = rs.changes
+    if changes is None or changes.since != prior.serial or names.since != prior.serial:
+        return None
+    touched: dict[ServicePortKey, str | None] = {}
+
+    def of_chain(chain: str) -> None:
+        digest = hash_of(chain)
+        if digest is not None:
+            of_hash(digest)
+
+    def of_hash(digest: str) -> None:
+        for known in (names, prior.names):
+            key = known.by_hash.get(digest)
+            if key is not None:
+                touched[key] = digest
+
+    for digest in names.changed:  # a name that came or went changes what its chains count for
+        of_hash(digest)
+    nat = rs.table("nat")
+    endpoints: set[str] = set()  # changed KUBE-SEP chains
+    for chain in changes.chains.get("nat", ()):
+        if chain.startswith(SEP):
+            endpoints.add(chain)
+        elif chain in NAT_CHAINS:
+            removed, added = list_changes(prior.dispatch.get("nat", {}).get(chain, []), nat.dispatch.get(chain, []))
+            for rule in (*removed, *added):
+                of_chain(rule.target)
+        else:
+            of_chain(chain)
+    for chain in changes.chains.get("filter", ()):
+        if chain in FILTER_CHAINS:
+            removed, added = list_changes(prior.dispatch.get("filter", {}).get(chain, []),
+                                          rs.table("filter").dispatch.get(chain, []))
+            for rule in (*removed, *added):
+                key = _filter_key(rule)
+                if key is not None:
+                    touched.setdefault(key, None)
+    if endpoints:  # the ladders that jump to them: usually changed themselves (kube-proxy rewrites both)
+        for chain in changes.chains.get("nat", ()):
+            for ladder in (prior.ladders.get(chain), nat.ladders.get(chain)):
+                if ladder is not None:
+                    endpoints.difference_update(ladder.endpoints, ladder.affinity_endpoints)
+        if endpoints:  # an endpoint chain changed under an unchanged ladder (damage): find its users
+            for chain, ladder in nat.ladders.items():
+                if not endpoints.isdisjoint(ladder.endpoints) or not endpoints.isdisjoint(ladder.affinity_endpoints):
+                    of_chain(chain)
+    return {key: digest if digest is not None else port_proto_hash(key.service, key.protocol)
+            for key, digest in touched.items()}
 
 
 def _port(key: ServicePortKey, items: _Inputs, family: int) -> ProgrammedPort | None:
@@ -201,6 +258,7 @@ def _port(key: ServicePortKey, items: _Inputs, family: int) -> ProgrammedPort | 
     p = _Port(key, ProgrammedPort(service=key.service, protocol=key.protocol, family=family))
     used = False
     kinds: dict[str, str] = {}  # address -> kind, from the nat rules (they come first)
+    affinity: dict[bool, int | None] = {}  # is the KUBE-SVC chain -> its affinity
     for item in items:
         if isinstance(item, Rule):
             used = _nat_dispatch(p, item, kinds, family) or used
@@ -216,10 +274,11 @@ def _port(key: ServicePortKey, items: _Inputs, family: int) -> ProgrammedPort | 
                 p.out.endpoints = endpoints
             else:
                 p.out.local_endpoints = endpoints
-            if ladder.affinity_seconds is not None:
-                p.out.affinity_seconds = ladder.affinity_seconds
+            affinity[chain.startswith(SVC)] = ladder.affinity_seconds
             p.out.evidence["svc_chain" if chain.startswith(SVC) else "svl_chain"] = chain
             used = True
+    # the cluster-wide chain's affinity, else the local one's: whichever order the chains came in
+    p.out.affinity_seconds = next((a for a in (affinity.get(True), affinity.get(False)) if a is not None), None)
     return p.out if used else None
 
 

@@ -9,6 +9,7 @@ components' chains) keeps its rule text. Plain dataclasses only: the snapshot ro
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 # Chains whose rules are dispatch rules: they send a Service address or port somewhere.
@@ -66,6 +67,22 @@ class Table:
     endpoint_dnat: dict[str, str] = field(default_factory=dict)  # KUBE-SEP chain -> "ip:port" ("" when none)
 
 
+_serials = itertools.count(1)
+# Not part of a saved snapshot (agent/serial.py skips it): it only relates objects of one process.
+TRANSIENT = {"transient": True}
+
+
+@dataclass(frozen=True)
+class ChainChanges:
+    """How a RuleSet differs from the one read just before it from the same backend and family (set by
+    agent/iptables_reuse.py): per table, every chain whose entry in plain, dispatch, ladders or
+    endpoint_dnat may differ (added, removed or changed). Chain lists and counts are not covered. A view
+    derived from the RuleSet whose serial is `since` may be brought up to date from these chains alone."""
+
+    since: int
+    chains: dict[str, frozenset[str]]
+
+
 @dataclass
 class RuleSet:
     """What one `ip(6)tables-<backend>-save` showed. Never changed once the parser hands it out: the reader
@@ -76,6 +93,9 @@ class RuleSet:
     dangling: list[Jump] = field(default_factory=list)  # jumps to a KUBE-* chain that is not declared
     unparsed: list[str] = field(default_factory=list)  # lines the parser did not understand (first 50)
     unparsed_count: int = 0
+    # unique in this process: what ChainChanges.since refers to
+    serial: int = field(default_factory=lambda: next(_serials), compare=False, repr=False, metadata=TRANSIENT)
+    changes: ChainChanges | None = field(default=None, compare=False, repr=False, metadata=TRANSIENT)
 
     def table(self, name: str) -> Table:
         return self.tables.get(name) or Table(name)

@@ -109,3 +109,64 @@ def test_after_a_partial_sync_the_reused_derivation_equals_a_fresh_one() -> None
     assert {f.id for f in findings} == {"iptables.service_has_no_endpoints", "iptables.probability_inconsistent"}
     kept = {id(p) for p in ports_before}
     assert 0.8 * len(ports) <= sum(id(p) in kept for p in ports) < len(ports)  # most reused, not all
+
+
+def _fresh_views(text: str) -> tuple[object, object]:
+    """Ports and service findings derived from nothing remembered: the state the views keep across reads is
+    set aside while they run, and put back."""
+    from agent.checks import iptables_names, iptables_services, programmed_iptables
+    from agent.serial import to_jsonable
+
+    kept = [(mod, name, getattr(mod, name)) for mod, name in ((programmed_iptables, "_previous"),
+            (iptables_names, "_learnt"), (iptables_services, "_fair"))]
+    try:
+        for mod, name, value in kept:
+            setattr(mod, name, type(value)())
+        rs = parse_text(text)
+        return to_jsonable(programmed_iptables.programmed_ports_of(rs)), iptables_services.findings_of(rs)
+    finally:
+        for mod, name, value in kept:
+            setattr(mod, name, value)
+
+
+@pytest.mark.parametrize("sequence", ["change_sequence", "partial_sync_sequence"])
+def test_views_brought_up_to_date_from_the_changed_chains_equal_fresh_ones(sequence: str) -> None:
+    """Each read of a series of changes (kube-proxy's partial syncs, outside damage) is derived from the
+    last one's views and the chains the reader says changed; it must equal deriving it afresh."""
+    from agent.checks import iptables_services, programmed_iptables
+    from agent.checks.iptables_names import learn_names
+    from agent.iptables_reuse import PieceCache
+    from agent.serial import to_jsonable
+    from tests import rulesets
+
+    cache = PieceCache()
+    updated = []
+    for label, text in getattr(rulesets, sequence)():
+        rs = rulesets.read(cache, text, lines_per_block=700)
+        ports, findings = programmed_iptables.programmed_ports_of(rs), iptables_services.findings_of(rs)
+        if rs.changes is not None:
+            updated.append(label)
+            assert learn_names(rs).since == rs.changes.since, label
+        fresh_ports, fresh_findings = _fresh_views(text)
+        assert to_jsonable(ports) == fresh_ports, label
+        assert findings == fresh_findings, label
+    assert len(updated) >= 8 if sequence == "change_sequence" else len(updated) == 8
+
+
+def test_a_few_changed_services_rebuild_only_their_ports() -> None:
+    from agent.checks import programmed_iptables
+    from agent.iptables_reuse import PieceCache
+    from bench.gen_iptables import changed_endpoints, generate
+    from tests.rulesets import apply_partial, read
+
+    base = apply_partial("".join(generate(1000, 3)), "")
+    cache = PieceCache()
+    first = programmed_iptables.programmed_ports_of(read(cache, base))
+    built = []
+    real_port = programmed_iptables._port
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(programmed_iptables, "_port", lambda *a: built.append(a[0]) or real_port(*a))
+        second = programmed_iptables.programmed_ports_of(read(cache, apply_partial(base, "".join(
+            changed_endpoints(1000, 3, every=100)))))
+    assert len(built) == 10  # the ten changed Services, no neighbour
+    assert sum(a is not b for a, b in zip(first, second, strict=True)) == 10
