@@ -11,6 +11,7 @@ A test compares the result with a fresh derivation after each of a series of cha
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -140,17 +141,7 @@ def programmed_ports_of(rs: RuleSet) -> list[ProgrammedPort]:
 def _all_inputs(rs: RuleSet, names: Names) -> dict[ServicePortKey, _Inputs]:
     """Every Service port's inputs, in rule order."""
     nat, filt = rs.table("nat"), rs.table("filter")
-    inputs: dict[ServicePortKey, _Inputs] = {}
-    for chain in NAT_CHAINS:
-        for rule in nat.dispatch.get(chain, []):
-            key = names.of_chain(rule.target)
-            if key is not None:
-                inputs.setdefault(key, []).append(rule)
-    for chain in FILTER_CHAINS:
-        for rule in filt.dispatch.get(chain, []):
-            key = _filter_key(rule)
-            if key is not None:
-                inputs.setdefault(key, []).append(_Filtered(rule))
+    inputs = _dispatch_inputs(nat, filt, names.of_chain, None)
     dnat = nat.endpoint_dnat.get
     for chain, ladder in nat.ladders.items():
         key = names.of_chain(chain)
@@ -170,17 +161,7 @@ def _inputs_of(rs: RuleSet, names: Names, touched: dict[ServicePortKey, str]) ->
     nat, filt = rs.table("nat"), rs.table("filter")
     named = {key: digest for key, digest in touched.items() if names.by_hash.get(digest) == key}
     wanted = {prefix + digest: key for key, digest in named.items() for prefix in (SVC, SVL, EXT, FW)}
-    inputs: dict[ServicePortKey, _Inputs] = {}
-    for chain in NAT_CHAINS:
-        for rule in nat.dispatch.get(chain, []):
-            key = wanted.get(rule.target)
-            if key is not None:
-                inputs.setdefault(key, []).append(rule)
-    for chain in FILTER_CHAINS:
-        for rule in filt.dispatch.get(chain, []):
-            key = _filter_key(rule)
-            if key is not None and key in touched:
-                inputs.setdefault(key, []).append(_Filtered(rule))
+    inputs = _dispatch_inputs(nat, filt, wanted.get, touched.keys())
     dnat = nat.endpoint_dnat.get
     for key, digest in named.items():
         for prefix in (SVC, SVL):
@@ -191,6 +172,23 @@ def _inputs_of(rs: RuleSet, names: Names, touched: dict[ServicePortKey, str]) ->
         for prefix in (EXT, FW):
             if prefix + digest in nat.dispatch:
                 inputs.setdefault(key, []).append(prefix + digest)
+    return inputs
+
+
+def _dispatch_inputs(nat: Table, filt: Table, key_of_target: Callable[[str], ServicePortKey | None],
+                     only: Collection[ServicePortKey] | None) -> dict[ServicePortKey, _Inputs]:
+    """The dispatch rules of the Service ports (all, or `only` these), in rule order, nat before filter."""
+    inputs: dict[ServicePortKey, _Inputs] = {}
+    for chain in NAT_CHAINS:
+        for rule in nat.dispatch.get(chain, []):
+            key = key_of_target(rule.target)
+            if key is not None:
+                inputs.setdefault(key, []).append(rule)
+    for chain in FILTER_CHAINS:
+        for rule in filt.dispatch.get(chain, []):
+            key = _filter_key(rule)
+            if key is not None and (only is None or key in only):
+                inputs.setdefault(key, []).append(_Filtered(rule))
     return inputs
 
 
