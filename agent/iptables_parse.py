@@ -129,6 +129,9 @@ class Parser:
         self.declared: dict[str, str] = {}  # chain name -> the one string object for it (shared by references)
         self._pending: dict[str, str] = {}  # KUBE-* jump target not declared (yet) in this table -> a rule
         self.emptied: dict[str, frozenset[str]] = {}  # table -> endpoint chains given "" at COMMIT (no rule)
+        # endpoint chains declared in the current table, while that is simply counted (a table opened a
+        # second time, chains deleted: None, and counted the long way at COMMIT)
+        self.endpoint_chains: int | None = None
 
     def result(self) -> RuleSet:
         if self.table is not None:  # input without a final COMMIT (restore input cut short)
@@ -164,6 +167,7 @@ class Parser:
             if self.table is None:
                 self.table = self.rs.tables[name] = Table(name)
             self.declared = {c: c for c in self.table.chains}
+            self.endpoint_chains = None if self.table.chains else 0
         elif line.strip() == "COMMIT":
             self._end_table()
         else:
@@ -172,6 +176,8 @@ class Parser:
     def _declare(self, table: Table, name: str) -> str:
         have = self.declared.get(name)
         if have is None:
+            if self.endpoint_chains is not None and name.startswith(ENDPOINT_PREFIX):
+                self.endpoint_chains += 1
             have = self.declared[name] = name
             table.chains.append(name)
         return have
@@ -179,6 +185,7 @@ class Parser:
     def _command(self, table: Table, line: str) -> None:
         parts = line.split()
         cmd = parts[0]
+        self.endpoint_chains = None  # chains deleted, flushed: counted the long way at COMMIT
         if cmd in ("-N", "--new-chain") and len(parts) == 2:
             self._declare(table, parts[1])
         elif cmd in ("-X", "--delete-chain", "-F", "--flush"):
@@ -295,7 +302,10 @@ class Parser:
             declared.update(zip(names, names, strict=True))
             if len(declared) == before + len(names):  # all new (the usual case): add them in one go
                 table.chains.extend(names)
+                if self.endpoint_chains is not None:
+                    self.endpoint_chains += seg.count("\n:" + ENDPOINT_PREFIX)
             else:  # some were declared before: keep the first declaration and its position
+                self.endpoint_chains = None
                 for name in names:
                     if declared[name] is name and name not in table.chains:
                         table.chains.append(name)
@@ -346,12 +356,17 @@ class Parser:
                     self.rs.dangling.append(Jump(table.name, text.split(" ", 2)[1], target, text))
             known = self.declared.keys()  # set operations: a table may have 60k chains
             for store in (table.endpoint_dnat, table.ladders, table.dispatch, table.plain):
+                if store.keys() <= known:  # the usual case, checked without building a set
+                    continue
                 stray = store.keys() - known
-                for chain in [c for c in store if c in stray] if stray else []:
+                for chain in [c for c in store if c in stray]:
                     self._unparsed(f"-A {chain} ...", "rules for an undeclared chain")
                     self._flush(table, chain)
-            # an endpoint chain with no rule at all has no DNAT either
-            empty = {c for c in known - table.endpoint_dnat.keys() if c.startswith(ENDPOINT_PREFIX)}
+            # an endpoint chain with no rule at all has no DNAT either (none such when every declared one has
+            # a DNAT entry: all of those are declared)
+            empty: set[str] = set()
+            if self.endpoint_chains is None or self.endpoint_chains != len(table.endpoint_dnat):
+                empty = {c for c in known - table.endpoint_dnat.keys() if c.startswith(ENDPOINT_PREFIX)}
             for chain in [c for c in table.chains if c in empty] if empty else []:
                 table.endpoint_dnat[chain] = ""
             self.emptied[table.name] = self.emptied.get(table.name, frozenset()) | empty

@@ -120,7 +120,7 @@ class ReusingParser:
         # if the read turns out to differ (None from then on). An unchanged read builds nothing at all.
         self.deferred: list[Piece | bytes] | None = []
         self.pieces: dict[bytes, Piece] = {}
-        self.batch: list[Piece] = []  # pieces not merged into the table yet (merged together: faster)
+        self.batch: list[Piece] = []  # pieces not merged into the table yet (merged a buffer at a time)
         self.table_pieces: dict[str, dict[int, Piece]] = {}  # table -> the pieces merged into it, by id
         self.splits: dict[str, set[str]] = {}  # table -> chains whose rules came in two pieces
         self.fed_rules = False  # a rule or command went to the Parser outside a piece: no ChainChanges
@@ -137,6 +137,7 @@ class ReusingParser:
         buf = b"".join([self.pending, *self.parts])
         self.parts, self.parts_size = [], 0
         self.pending = buf[self._consume(buf, final=final):]
+        self._merge_batch()  # while the save is still printing, not all at the end
 
     def result(self) -> RuleSet:
         self._feed_parts(final=True)
@@ -164,7 +165,9 @@ class ReusingParser:
         # Chain names as this read's objects: the next read's declarations use them, not copies, so the
         # pieces it keeps and its own tables share one string per name (not sys.intern: interned strings
         # are never freed on some Pythons, and endpoint chain names churn).
-        cache.names = {name: name for table in rs.tables.values() for name in table.chains}
+        cache.names = {}
+        for table in rs.tables.values():
+            cache.names.update(zip(table.chains, table.chains, strict=True))
         return rs
 
     def _repeats(self, token: bytes, length: int) -> bool:
@@ -387,13 +390,15 @@ class _NotAPiece(Exception):
 
 def _update_all(store: dict[str, T], adds: list[dict[str, T]], join: Callable[[T, T], T], splits: set[str]) -> None:
     """store.update(each of adds), in order; a chain already there (split over two pieces) is joined, and
-    noted in `splits`."""
-    before = store.copy() if store else None
-    store.update(itertools.chain.from_iterable(add.items() for add in adds))
-    if len(store) == (len(before) if before else 0) + sum(map(len, adds)):
-        return  # no chain twice: the usual case
-    store.clear()
-    store.update(before or {})
+    noted in `splits`. Costs the adds, not the store: the table is merged into many times during a read."""
+    if not store or store.keys().isdisjoint(itertools.chain.from_iterable(adds)):
+        size = len(store) + sum(map(len, adds))
+        store.update(itertools.chain.from_iterable(add.items() for add in adds))
+        if len(store) == size:
+            return  # no chain twice: the usual case
+        for add in adds:  # a chain twice among the adds (none was in the store): undone, and joined below
+            for chain in add:
+                store.pop(chain, None)
     for add in adds:
         for chain, value in add.items():
             have = store.get(chain)
@@ -418,17 +423,22 @@ def _changed_chains(before: dict[int, Piece], now: dict[int, Piece], also: Itera
     A piece holds about eight chains: comparing entries keeps one changed chain from naming its
     neighbours."""
     changed = set(also)
-    entries: list[dict[tuple[int, str], object]] = [{}, {}]
-    for pieces, other, found in ((before, now, entries[0]), (now, before, entries[1])):
-        for key in pieces.keys() - other.keys():
-            piece = pieces[key]
-            for n, store in enumerate((piece.dnat, piece.ladders, piece.dispatch, piece.plain)):
-                for chain, entry in (store or {}).items():
-                    if found.setdefault((n, chain), entry) is not entry:
-                        changed.add(chain)  # in two of these pieces: not compared, named
-    old, new = entries
-    changed.update(chain for n_chain in old.keys() | new.keys() if old.get(n_chain) != new.get(n_chain)
-                   for chain in (n_chain[1],))
+    gone = [before[key] for key in before.keys() - now.keys()]
+    came = [now[key] for key in now.keys() - before.keys()]
+    for store in ("dnat", "ladders", "dispatch", "plain"):
+        entries: list[dict[str, object]] = []
+        for pieces in (gone, came):
+            merged: dict[str, object] = {}
+            for piece in pieces:
+                part = getattr(piece, store)
+                if part:
+                    size = len(merged) + len(part)
+                    merged.update(part)
+                    if len(merged) != size:  # a chain in two of these pieces: named, not compared
+                        changed.update(part.keys() & merged.keys())
+            entries.append(merged)
+        old, new = entries
+        changed.update(chain for chain in old.keys() | new.keys() if old.get(chain) != new.get(chain))
     return frozenset(changed)
 
 

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from agent.heap import HeapKeeper
 from agent.persistence import LagTracker, Persistence
 from agent.report.document import BadFilter, document, parse_filters
 from agent.report.metrics import ReportCollector
@@ -65,6 +66,7 @@ class Scheduler(threading.Thread):
         super().__init__(name="scheduler", daemon=True)
         self.runner, self.state, self.interval_s = runner, state, interval_s
         self.stop = threading.Event()
+        self.heap = HeapKeeper()
 
     def run(self) -> None:
         while not self.stop.is_set():
@@ -77,6 +79,7 @@ class Scheduler(threading.Thread):
             except Exception:  # keep serving the last good result; the counter shows the crash
                 log.exception("check run crashed")
                 self.state.crashed()
+            self.heap.settle()  # what this run left is what the next one builds on: out of the gc's way
             self.stop.wait(max(1.0, self.interval_s - (time.monotonic() - started)))
 
 

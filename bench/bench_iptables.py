@@ -45,8 +45,10 @@ from agent.checks.programmed_iptables import programmed_ports
 from agent.collect.base import CollectContext
 from agent.collect.iptables import IptablesReader
 from agent.config import Config
+from agent.heap import HeapKeeper
 from agent.model import KubeProxyHTTP, ProcessInfo, Snapshot, Source
 backend, change = sys.argv[2], sys.stdin.read()
+heap = HeapKeeper()  # as the agent's scheduler does between runs
 kp = ProcessInfo(pid=1, comm="kube-proxy", argv=["kube-proxy"], flags={}, root="/", env_path=[])
 reader = IptablesReader(budget=1.0)  # no pacing: every collect reads
 out = {}
@@ -73,6 +75,7 @@ for label in ("cold", "unchanged", "changed"):
     out[label] = {"bare": bare, "ours": ours, "ports": ports, "parsed": cache.parsed, "reused": cache.reused,
                   "rules": sum(t.rule_count for r in state.rulesets for t in r.tables.values())}
     del state, snap, findings
+    heap.settle()
 # VmHWM, not ru_maxrss: ru_maxrss survives exec, so it would count the forking parent
 out["rss_mib"] = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
 print(json.dumps(out))

@@ -109,3 +109,16 @@ def test_fast_hash_equals_the_plain_definition(length: int) -> None:
     from agent.kube_hash import _hash, _hash_reference
     for text in ("ns1/svc1:p80tcp", "a", "", "ns/ü:x" * 40):
         assert _hash(text, length) == _hash_reference(text, length)
+
+
+@pytest.mark.parametrize("block", [False, True])
+def test_an_endpoint_chain_without_a_dnat_has_an_empty_one(block: bool) -> None:
+    """Counted when chains are declared: every declared KUBE-SEP chain needs a DNAT entry, "" for none."""
+    text = ("*nat\n:KUBE-SEP-AAAA - [0:0]\n:KUBE-SEP-BBBB - [0:0]\n:KUBE-SEP-CCCC - [0:0]\n:KUBE-SEP-DDDD - [0:0]\n"
+            "-A KUBE-SEP-AAAA -s 10.1.0.1 -j KUBE-MARK-MASQ\n"
+            "-A KUBE-SEP-BBBB -p tcp -j DNAT --to-destination 10.1.0.2:80\n"
+            "-A KUBE-SEP-DDDD -p tcp -j DNAT --to-destination 10.1.0.4:80\nCOMMIT\n"
+            "*nat\n-X KUBE-SEP-DDDD\n:KUBE-SEP-EEEE - [0:0]\nCOMMIT\n")  # a table opened again: no count
+    rs = parse_text(text) if block else parse_save(text.splitlines())
+    assert rs.table("nat").endpoint_dnat == {"KUBE-SEP-AAAA": "", "KUBE-SEP-BBBB": "10.1.0.2:80",
+                                             "KUBE-SEP-CCCC": "", "KUBE-SEP-EEEE": ""}
