@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from agent.catalogue import finding
+from agent.checks.iptables_census import census
 from agent.checks.iptables_names import Names, learn_names, service_names
 from agent.checks.iptables_scope import scope
 from agent.checks.memo import by_identity
 from agent.checks.programmed_iptables import endpoint_users
 from agent.iptables_parse import jump_target
 from agent.model import Finding, Snapshot
-from agent.model.iptables import LadderChain, RuleSet
+from agent.model.iptables import DISPATCH_PREFIXES, LadderChain, RuleSet
 
 TOLERANCE = 1e-6  # iptables-save prints kube-proxy's 10-digit probability back as an 11-digit one
 
@@ -53,24 +54,33 @@ def ladder_is_fair(ladder: LadderChain) -> bool:
     return True
 
 
-# id -> ladder, of the ladders found whole and fair by the last check: one the reader handed back
-# unchanged (agent/iptables_reuse.py) is not judged again. Holds the ladders, so an id is not reused.
-_fair: dict[int, LadderChain] = {}
+# family -> (serial of the RuleSet last judged, its ladders that are not whole and fair, by chain): after a
+# partial sync only the ladders of the chains the reader says changed are judged again.
+_judged: dict[int, tuple[int, dict[str, LadderChain]]] = {}
+
+
+def _bad_ladders(rs: RuleSet) -> dict[str, LadderChain]:
+    nat = rs.table("nat")
+    prior, changes = _judged.get(rs.family), rs.changes
+    if prior is not None and changes is not None and changes.since == prior[0]:
+        bad = dict(prior[1])
+        for chain in changes.chains.get("nat", ()):
+            bad.pop(chain, None)
+            ladder = nat.ladders.get(chain)
+            if ladder is not None and not _whole_and_fair(ladder):
+                bad[chain] = ladder
+    else:
+        bad = {chain: ladder for chain, ladder in nat.ladders.items() if not _whole_and_fair(ladder)}
+    _judged[rs.family] = (rs.serial, bad)
+    return bad
+
+
+def _whole_and_fair(ladder: LadderChain) -> bool:
+    return bool(ladder.endpoints or ladder.affinity_endpoints) and ladder_is_fair(ladder)
 
 
 def _ladders(rs: RuleSet, names: Names) -> Iterator[Finding]:
-    global _fair
-    nat = rs.table("nat")
-    fair: dict[int, LadderChain] = {}
-    bad: list[tuple[str, LadderChain]] = []
-    for chain, ladder in nat.ladders.items():
-        if _fair.get(id(ladder)) is ladder or ((ladder.endpoints or ladder.affinity_endpoints)
-                                              and ladder_is_fair(ladder)):
-            fair[id(ladder)] = ladder
-        else:
-            bad.append((chain, ladder))
-    _fair = fair
-    for chain, ladder in sorted(bad, key=lambda cl: cl[0]):
+    for chain, ladder in sorted(_bad_ladders(rs).items(), key=lambda cl: cl[0]):
         subject, service = _label(names, chain)
         if not ladder.endpoints and not ladder.affinity_endpoints:
             yield finding("iptables.service_without_endpoints_chain", subject, service=service,
@@ -95,17 +105,21 @@ def _unreferenced(rs: RuleSet, names: Names) -> Iterator[Finding]:
     targets.update(jump_target(text) for rules in nat.plain.values() for text in rules)
     expected_in = dict(_REFERRED_FROM)
     prefixes = tuple(expected_in)
-    # set operations first: of 60k chains, the endpoint chains (most of them) are never candidates
-    candidates = set(nat.chains) - targets - nat.endpoint_dnat.keys()
-    for chain in [c for c in nat.chains if c in candidates] if candidates else []:
-        if chain.startswith(prefixes):
-            subject, service = _label(names, chain)
-            yield finding("iptables.service_chain_unreferenced", subject, service=service, evidence={
-                "chain": chain, "expected_in": expected_in[chain[:chain.index("-", 5) + 1]], "family": rs.family})
+    # The hashed chains are those with rules (ladders, KUBE-EXT/FW dispatch chains) when as many are
+    # declared: no pass over 60k chain names then.
+    with_rules = [*nat.ladders, *(c for c in nat.dispatch if c.startswith(DISPATCH_PREFIXES))]
+    hashed = with_rules if sum(census(nat).declared.values()) == len(with_rules) else \
+        [c for c in nat.chains if c.startswith(prefixes)]
+    for chain in sorted(c for c in hashed if c not in targets):
+        subject, service = _label(names, chain)
+        yield finding("iptables.service_chain_unreferenced", subject, service=service, evidence={
+            "chain": chain, "expected_in": expected_in[chain[:chain.index("-", 5) + 1]], "family": rs.family})
 
 
 def _endpoint_chains(rs: RuleSet, names: Names) -> Iterator[Finding]:
     nat = rs.table("nat")
+    if "" not in nat.endpoint_dnat.values():  # the usual case, seen in C
+        return
     broken = sorted(chain for chain, dnat in nat.endpoint_dnat.items() if not dnat)
     users = endpoint_users(nat) if broken else {}
     for chain in broken:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agent.catalogue import finding
+from agent.checks.iptables_census import census
 from agent.checks.iptables_scope import scope
 from agent.checks.memo import by_identity
 from agent.iptables_parse import jump_target
@@ -32,8 +33,6 @@ HOOKS = (
     ("filter", "OUTPUT", "KUBE-PROXY-FIREWALL", (1, 25)),
 )
 KUBE_PROXY_MARKERS = frozenset({"KUBE-SERVICES", "KUBE-PROXY-CANARY"})
-USERSPACE_CHAINS = ("KUBE-PORTALS-CONTAINER", "KUBE-PORTALS-HOST", "KUBE-NODEPORT-CONTAINER", "KUBE-NODEPORT-HOST")
-LEGACY_PREFIXES = ("KUBE-XLB-",)
 
 
 def check(snap: Snapshot) -> Iterator[Finding]:
@@ -76,7 +75,8 @@ def serves_family(rs: RuleSet) -> bool:
 
 def _skeleton(sc: Context, rs: RuleSet) -> Iterator[Finding]:
     common = {"family": rs.family, "backend": sc.backend}
-    present = {name: set(t.chains) for name, t in rs.tables.items()}
+    asked = {chain for _, chain, _ in CHAINS} | {chain for _, _, chain, _ in HOOKS}
+    present = {name: asked.intersection(t.chains) for name, t in rs.tables.items()}  # no set of 60k chains
     for table, chain, since in CHAINS:
         if sc.version >= since and chain not in present.get(table, set()):
             yield finding("iptables.chain_missing", f"{table}/{chain}", evidence={
@@ -100,11 +100,11 @@ def _skeleton(sc: Context, rs: RuleSet) -> Iterator[Finding]:
 def _leftovers(sc: Context, rs: RuleSet) -> Iterator[Finding]:
     common = {"family": rs.family, "backend": sc.backend}
     for table in rs.tables.values():
-        userspace = sorted(c for c in table.chains if c in USERSPACE_CHAINS)
+        userspace = list(census(table).userspace)
         if userspace:
             yield finding("iptables.userspace_rules_present", f"{table.name}/{','.join(userspace)}",
                           evidence={"table": table.name, "chains": userspace, **common})
-        legacy = sorted(c for c in table.chains if c.startswith(LEGACY_PREFIXES))
+        legacy = list(census(table).legacy)
         if legacy:
             wanted = set(legacy)
             referenced = sorted({t for rules in table.plain.values() for t in map(jump_target, rules) if t in wanted}

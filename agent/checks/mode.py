@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from agent.catalogue import finding
+from agent.checks.iptables_census import census
+from agent.kube_hash import SVC, SVL
 from agent.model import Finding, Snapshot
 from agent.settings import REMOVED_MODES, kube_proxy_settings
 
@@ -44,8 +46,7 @@ def node_modes(snap: Snapshot) -> dict[str, str]:
         seen["ipvs"] = ", ".join(parts)
     ipt = snap.iptables.data
     if snap.iptables.ok and ipt is not None:
-        chains = sum(1 for rs in ipt.rulesets for c in rs.table("nat").chains
-                     if c.startswith(("KUBE-SVC-", "KUBE-SVL-")))
+        chains = sum(census(rs.table("nat")).declared[prefix] for rs in ipt.rulesets for prefix in (SVC, SVL))
         if chains:
             seen["iptables"] = f"{chains} KUBE-SVC/KUBE-SVL chains ({ipt.backend})"
     return seen

@@ -64,6 +64,13 @@ def test_deleted_dispatch_rule_leaves_the_service_chain_unreferenced() -> None:
     assert iptables_problems(snap_of(text, NODE_BASE)) == {("iptables.service_chain_unreferenced", "ns1/svc1:p80")}
 
 
+def test_an_empty_unreferenced_service_chain_is_found_too() -> None:
+    """A chain with no rules is in no ladder: the chains are then looked through one by one."""
+    text = OVERALL.replace("*nat\n", "*nat\n:KUBE-SVC-EMPTYEMPTYEMPTY - [0:0]\n", 1)
+    assert iptables_problems(snap_of(text, NODE_BASE)) == {
+        ("iptables.service_chain_unreferenced", "KUBE-SVC-EMPTYEMPTYEMPTY")}
+
+
 def test_deleted_hook_is_hook_missing() -> None:
     base = without(NODE_BASE, r"-I PREROUTING .* -j KUBE-SERVICES")
     assert iptables_problems(snap_of(OVERALL, base)) == {("iptables.hook_missing", "nat/PREROUTING")}

@@ -102,7 +102,7 @@ def test_after_a_partial_sync_the_reused_derivation_equals_a_fresh_one() -> None
     ports, findings = programmed_iptables.programmed_ports_of(second), iptables_services.findings_of(second)
 
     programmed_iptables._previous.clear()
-    iptables_services._fair.clear()
+    iptables_services._judged.clear()
     fresh = parse_text(changed)
     assert to_jsonable(ports) == to_jsonable(programmed_iptables.programmed_ports_of(fresh))
     assert findings == iptables_services.findings_of(fresh)
@@ -118,7 +118,7 @@ def _fresh_views(text: str) -> tuple[object, object]:
     from agent.serial import to_jsonable
 
     kept = [(mod, name, getattr(mod, name)) for mod, name in ((programmed_iptables, "_previous"),
-            (iptables_names, "_learnt"), (iptables_services, "_fair"))]
+            (iptables_names, "_learnt"), (iptables_services, "_judged"))]
     try:
         for mod, name, value in kept:
             setattr(mod, name, type(value)())
