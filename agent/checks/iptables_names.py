@@ -68,25 +68,16 @@ class Names:
         return None if suffix is None else self.by_hash.get(suffix)
 
 
-# (comment, protocol) -> the (chain hash, Service port) pairs its names propose, kept across reads: after
-# a change, the Services that did not change cost a lookup, not a regular expression and a sha256 each
-# (10k of those cost a quarter of a second). Emptied when it grows past what a node can have.
-_proposals: dict[tuple[str, str | None], tuple[tuple[str, ServicePortKey], ...]] = {}
-MAX_REMEMBERED = 200_000
+Proposals = tuple[tuple[str, ServicePortKey], ...]  # (chain hash, Service port) pairs
 
 
-def proposed(comment: str | None, protocol: str | None) -> tuple[tuple[str, ServicePortKey], ...]:
+def proposed(comment: str | None, protocol: str | None) -> Proposals:
+    """The (hash, Service port) pairs a comment's names propose."""
     if not comment:
         return ()
-    have = _proposals.get((comment, protocol))
-    if have is None:
-        if len(_proposals) >= MAX_REMEMBERED:
-            _proposals.clear()
-        p = proto(protocol)
-        have = _proposals[comment, protocol] = tuple(
-            (port_proto_hash(name, q), ServicePortKey(name, q))
-            for name in service_names(comment) for q in ((p,) if p is not None else PROTOCOLS))
-    return have
+    p = proto(protocol)
+    return tuple((port_proto_hash(name, q), ServicePortKey(name, q))
+                 for name in service_names(comment) for q in ((p,) if p is not None else PROTOCOLS))
 
 
 def list_changes(before: list[T], now: list[T]) -> tuple[list[T], list[T]]:
@@ -118,22 +109,29 @@ def learn_names(rs: RuleSet) -> Names:
     prior = _learnt.get(rs.family)
     if prior is not None and rs.changes is not None and rs.changes.since == prior.serial:
         names, counts = _update(rs, prior)
-    else:
+    else:  # a dispatch rule and its ladder share their comment: each is hashed once (not kept: 5 MB at 10k)
         names, counts = Names(), {}
+        seen: dict[tuple[str | None, str | None], Proposals] = {}
         for table in rs.tables.values():
             for rules in table.dispatch.values():
-                _count(names, counts, rules, 1)
-            _count(names, counts, table.ladders.values(), 1)
+                _count(names, counts, rules, 1, memo=seen)
+            _count(names, counts, table.ladders.values(), 1, memo=seen)
     _learnt[rs.family] = _Learnt(rs.serial, names, counts,
                                  {name: (t.dispatch, t.ladders) for name, t in rs.tables.items()})
     return names
 
 
 def _count(names: Names, counts: dict[str, int], sources: Iterable[Rule | LadderChain], step: int,
-           changed: set[str] | None = None) -> None:
+           changed: set[str] | None = None, memo: dict[tuple[str | None, str | None], Proposals] | None = None) -> None:
     by_hash = names.by_hash
     for source in sources:
-        for digest, key in proposed(source.comment, source.protocol):
+        if memo is None:
+            pairs = proposed(source.comment, source.protocol)
+        else:
+            pairs = memo.get((source.comment, source.protocol)) or ()
+            if not pairs and source.comment:
+                pairs = memo[source.comment, source.protocol] = proposed(source.comment, source.protocol)
+        for digest, key in pairs:
             n = counts.get(digest, 0) + step
             if n > 0:
                 counts[digest] = n

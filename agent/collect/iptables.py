@@ -40,6 +40,7 @@ from agent.model.iptables import IptablesState, RuleSet
 CPU_BUDGET = 0.05  # share of one core that iptables reads may use on average
 PIPE_SIZE = 1 << 20  # lets the save run ahead while a block is parsed
 BLOCK = 1 << 18  # what is read and handed on at a time: small enough that buffers stay small
+NAP_S = 0.003  # after a short read: the pipe fills meanwhile (see drain_stdout)
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), spelled out for Pythons that lack the constant
 HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")  # kubelet's, in the mangle table of its backend
 _HINT = re.compile(r"^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY) ", re.M)
@@ -107,6 +108,11 @@ def start_save(argv: list[str]) -> RunningSave:
                     continue
             if not data:
                 return
+            if len(data) < BLOCK // 2:
+                # A reader blocked on the pipe is woken by each 4 kB the save writes (its stdio buffer): 6k
+                # wake-ups for 25 MB, which made the save 10-20% slower than into /dev/null. Not waiting on
+                # the pipe while it fills (the pipe holds 1 MB, 10 ms of output) takes it in a few large reads.
+                stop.wait(NAP_S)
 
     def drain_stderr() -> None:
         errors.append(proc.stderr.read() if proc.stderr else b"")
