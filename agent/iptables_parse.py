@@ -82,6 +82,18 @@ def parse_rule(text: str) -> Rule:
     return rule
 
 
+_PROBABILITIES: dict[str, float] = {}  # "0.2000000000" -> 0.2: a few values for 50k rules, one float each
+
+
+def _probability(text: str) -> float:
+    value = _PROBABILITIES.get(text)
+    if value is None:
+        value = float(text)
+        if len(_PROBABILITIES) < 10_000:  # 1/n for n up to 10k endpoints, as kube-proxy and iptables print it
+            _PROBABILITIES[text] = value
+    return value
+
+
 def _after(line: str, key: str) -> str | None:
     """The word after `key` in `line` (key includes its surrounding spaces)."""
     at = line.find(key)
@@ -247,8 +259,7 @@ class Parser:
         rules_text = table.plain.setdefault(chain, [])
         rules_text.insert(0, line) if line.startswith("-I ") else rules_text.append(line)
 
-    @staticmethod
-    def _ladder_rule(table: Table, chain: str, target: str, line: str) -> None:
+    def _ladder_rule(self, table: Table, chain: str, target: str, line: str) -> None:
         ladder = table.ladders.get(chain)
         if ladder is None:
             ladder = table.ladders[chain] = LadderChain()
@@ -264,8 +275,17 @@ class Parser:
             ladder.affinity_endpoints.append(target)
             return
         prob = _after(line, " --probability ")
+        try:
+            probability = _probability(prob) if prob is not None else None
+        except ValueError:
+            self._bad_probability(table, line)
+            return
         ladder.endpoints.append(target)
-        ladder.probabilities.append(float(prob) if prob is not None else None)
+        ladder.probabilities.append(probability)
+
+    def _bad_probability(self, table: Table, line: str) -> None:
+        table.rule_count -= 1
+        self._unparsed(line, "probability is not a number")
 
     # fast path: a block of complete lines at once --------------------------------------------------
     def feed_block(self, block: str) -> None:
@@ -334,8 +354,13 @@ class Parser:
                 if target not in declared:
                     self._check_target(table, target, f"-A {chain} {middle}-j {target}")
                 at = middle.find("--probability ")
+                try:
+                    probability = _probability(middle[at + 14:middle.find(" ", at + 14)]) if at >= 0 else None
+                except ValueError:
+                    self._bad_probability(table, f"-A {chain} {middle}-j {target}")
+                    continue
                 ladder.endpoints.append(declared.get(target, target))
-                ladder.probabilities.append(float(middle[at + 14:middle.find(" ", at + 14)]) if at >= 0 else None)
+                ladder.probabilities.append(probability)
         for line, chain in _OTHER_RULE.findall(seg):
             if chain in BUILTIN_CHAINS and chain not in declared:
                 self._declare(table, chain)

@@ -92,7 +92,6 @@ class _Ladder(NamedTuple):
 
 _Inputs = list[Rule | _Filtered | _Ladder | str]  # str: a KUBE-EXT/FW chain's name
 
-_Fingerprint = tuple[object, ...]  # a port's inputs: equal inputs, the same ProgrammedPort
 FILTER_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS")
 NAT_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS")
 
@@ -105,7 +104,7 @@ class _Derived:
     names: Names
     dispatch: dict[str, dict[str, list[Rule]]]  # table -> that RuleSet's dispatch chains (the dicts themselves)
     ladders: dict[str, LadderChain]  # its nat ladders
-    ports: dict[ServicePortKey, tuple[_Fingerprint, ProgrammedPort | None]]
+    ports: dict[ServicePortKey, ProgrammedPort | None]  # None: the port has inputs that program nothing
     order: list[ServicePortKey]  # the keys of ports, sorted as the result is
 
 
@@ -118,24 +117,21 @@ def programmed_ports_of(rs: RuleSet) -> list[ProgrammedPort]:
     names = learn_names(rs)
     prior = _previous.get(rs.family)
     touched = _touched(rs, names, prior) if prior is not None else None
-    before = prior.ports if prior is not None else {}
-    if touched is None:  # everything gathered again; a port whose inputs are as before is not built again
+    if touched is None:  # everything built afresh
         inputs, now = _all_inputs(rs, names), {}
-    else:
-        inputs, now = _inputs_of(rs, names, touched), dict(before)
+    else:  # the ports the changed chains touch built again, the rest kept
+        inputs, now = _inputs_of(rs, names, touched), dict(prior.ports) if prior is not None else {}
         for key in touched:
             now.pop(key, None)
     for key, items in inputs.items():
-        fingerprint = tuple(items)
-        hit = before.get(key)
-        now[key] = (fingerprint, hit[1] if hit is not None and hit[0] == fingerprint else _port(key, items, rs.family))
-    if prior is not None and now.keys() == before.keys():
+        now[key] = _port(key, items, rs.family)
+    if prior is not None and now.keys() == prior.ports.keys():
         order = prior.order
     else:
         order = sorted(now, key=lambda k: (k.service, k.protocol))
     _previous[rs.family] = _Derived(rs.serial, names, {name: t.dispatch for name, t in rs.tables.items()},
                                     rs.table("nat").ladders, now, order)
-    return [port for port in (now[key][1] for key in order) if port is not None]
+    return [port for port in map(now.__getitem__, order) if port is not None]
 
 
 def _all_inputs(rs: RuleSet, names: Names) -> dict[ServicePortKey, _Inputs]:

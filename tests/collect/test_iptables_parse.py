@@ -122,3 +122,17 @@ def test_an_endpoint_chain_without_a_dnat_has_an_empty_one(block: bool) -> None:
     rs = parse_text(text) if block else parse_save(text.splitlines())
     assert rs.table("nat").endpoint_dnat == {"KUBE-SEP-AAAA": "", "KUBE-SEP-BBBB": "10.1.0.2:80",
                                              "KUBE-SEP-CCCC": "", "KUBE-SEP-EEEE": ""}
+
+
+@pytest.mark.parametrize("block", [False, True])
+def test_a_probability_that_is_not_a_number_is_recorded_and_skipped(block: bool) -> None:
+    text = ("*nat\n:KUBE-SVC-AAAAAAAAAAAAAAAA - [0:0]\n:KUBE-SEP-A - [0:0]\n:KUBE-SEP-B - [0:0]\n"
+            "-A KUBE-SVC-AAAAAAAAAAAAAAAA -m statistic --mode random --probability abc -j KUBE-SEP-A\n"
+            "-A KUBE-SVC-AAAAAAAAAAAAAAAA -j KUBE-SEP-B\n"
+            "-A KUBE-SEP-A -j DNAT --to-destination 10.1.0.1:80\n-A KUBE-SEP-B -j DNAT --to-destination 10.1.0.2:80\n"
+            "COMMIT\n")
+    rs = parse_text(text) if block else parse_save(text.splitlines())
+    assert rs.unparsed == ["probability is not a number: -A KUBE-SVC-AAAAAAAAAAAAAAAA -m statistic --mode random "
+                           "--probability abc -j KUBE-SEP-A"]
+    ladder = rs.table("nat").ladders["KUBE-SVC-AAAAAAAAAAAAAAAA"]
+    assert (ladder.endpoints, ladder.probabilities, rs.table("nat").rule_count) == (["KUBE-SEP-B"], [None], 3)

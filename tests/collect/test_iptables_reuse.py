@@ -103,6 +103,8 @@ ODD_INPUTS = {
                                f"-A {SVC_C} -j KUBE-SEP-A\n"
                                f"-I {SVC_C} 1 -m statistic --mode random --probability 0.5 -j KUBE-SEP-B\n"
                                "-A KUBE-SEP-A -j DNAT --to-destination 10.0.0.1:80\nCOMMIT\n",
+    "a probability that is not a number": f"*nat\n:{SVC_A} - [0:0]\n:KUBE-SEP-A - [0:0]\n"
+                                          f"-A {SVC_A} -m statistic --probability 1/2 -j KUBE-SEP-A\nCOMMIT\n",
     "no final COMMIT": f"*nat\n:{SVC_D} - [0:0]\n:KUBE-SEP-D - [0:0]\n-A {SVC_D} -j KUBE-SEP-D\n"
                        "-A KUBE-SEP-D -j DNAT --to-destination 10.0.0.4:80\n",
 }
