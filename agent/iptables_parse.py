@@ -136,9 +136,11 @@ class Parser:
         # Dispatch rules by line: looked up before parsing and recorded after. agent/iptables_reuse.py passes
         # one kept across reads; a Rule is never changed once parsed, so it can be shared.
         self.known_rules = known_rules if known_rules is not None else {}
-        self.known_names: dict[str, str] = {}  # chain name -> one string object for it, from an earlier read
+        # table -> chain name -> one string object for it, from an earlier read
+        self.known_names: dict[str, dict[str, str]] = {}
         self.table: Table | None = None
         self.declared: dict[str, str] = {}  # chain name -> the one string object for it (shared by references)
+        self.declared_of: dict[str, dict[str, str]] = {}  # table -> its `declared`
         self._pending: dict[str, str] = {}  # KUBE-* jump target not declared (yet) in this table -> a rule
         self.emptied: dict[str, frozenset[str]] = {}  # table -> endpoint chains given "" at COMMIT (no rule)
         # endpoint chains declared in the current table, while that is simply counted (a table opened a
@@ -178,7 +180,7 @@ class Parser:
             self.table = self.rs.tables.get(name)
             if self.table is None:
                 self.table = self.rs.tables[name] = Table(name)
-            self.declared = {c: c for c in self.table.chains}
+            self.declared = self.declared_of.setdefault(name, {c: c for c in self.table.chains})
             self.endpoint_chains = None if self.table.chains else 0
         elif line.strip() == "COMMIT":
             self._end_table()
@@ -316,8 +318,9 @@ class Parser:
         declared = self.declared
         if "\n:" in seg:
             names = _CHAIN_DECL.findall(seg)
-            if self.known_names:  # the string objects the last read used (and its kept pieces still hold)
-                names = list(map(self.known_names.get, names, names))
+            known = self.known_names.get(table.name)
+            if known:  # the string objects the last read used (and its kept pieces still hold)
+                names = list(map(known.get, names, names))
             before = len(declared)
             declared.update(zip(names, names, strict=True))
             if len(declared) == before + len(names):  # all new (the usual case): add them in one go

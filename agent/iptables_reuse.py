@@ -85,7 +85,7 @@ class PieceCache:
     tokens: list[bytes] = field(default_factory=list)  # the read, in order: a digest per piece or other part
     lengths: list[int] = field(default_factory=list)  # bytes of each piece (0 for other parts)
     ruleset: RuleSet | None = None
-    names: dict[str, str] = field(default_factory=dict)  # chain names of the last read, as its string objects
+    names: dict[str, dict[str, str]] = field(default_factory=dict)  # table -> chain names, as the last read has them
     # What ChainChanges are worked out from: the last read's serial, its pieces per table (by id: they are
     # kept alive here), its endpoint chains with no rule, and whether every rule came in a piece
     serial: int | None = None
@@ -162,12 +162,10 @@ class ReusingParser:
         cache.serial, cache.clean, cache.emptied, cache.splits = rs.serial, clean, self.base.emptied, self.splits
         cache.table_pieces = {name: self.table_pieces.get(name, {}) for name in rs.tables}
         cache.tokens, cache.lengths, cache.ruleset = self.tokens, self.lengths, rs
-        # Chain names as this read's objects: the next read's declarations use them, not copies, so the
-        # pieces it keeps and its own tables share one string per name (not sys.intern: interned strings
-        # are never freed on some Pythons, and endpoint chain names churn).
-        cache.names = {}
-        for table in rs.tables.values():
-            cache.names.update(zip(table.chains, table.chains, strict=True))
+        # Chain names as this read's objects (the Parser's own name -> name dicts): the next read's declarations
+        # use them, not copies, so the pieces it keeps and its own tables share one string per name (not
+        # sys.intern: interned strings are never freed on some Pythons, and endpoint chain names churn).
+        cache.names = self.base.declared_of
         return rs
 
     def _repeats(self, token: bytes, length: int) -> bool:
