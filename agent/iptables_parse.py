@@ -308,7 +308,7 @@ class Parser:
 
     def _segment(self, seg: str) -> None:
         """Lines of one table (no '*table' or COMMIT among them), each preceded by a newline."""
-        if not seg.strip():
+        if not seg or seg.isspace():
             return
         table = self.table
         if table is None or _ODD_LINE.search(seg):
@@ -332,6 +332,8 @@ class Parser:
                 for name in names:
                     if declared[name] is name and name not in table.chains:
                         table.chains.append(name)
+        if "\n-" not in seg:  # declarations only (60k of them at 10k Services): no rule to look for
+            return
         table.rule_count += seg.count("\n-A ") + seg.count("\n-I ")
         if "\n-A KUBE-SEP-" in seg:  # endpoint chains without a DNAT get "" at COMMIT
             # keyed by the declared name: one string per chain name, however often it is used
