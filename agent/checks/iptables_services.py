@@ -129,11 +129,28 @@ def _endpoint_chains(rs: RuleSet, names: Names) -> Iterator[Finding]:
             "chain": chain, "used_by": ", ".join(used_by) or "no chain", "family": rs.family})
 
 
-def _no_endpoints(rs: RuleSet) -> Iterator[Finding]:
+# family -> (serial of the RuleSet last looked at, its no-endpoints findings): kept while its filter
+# dispatch chains do not change (a cluster may have thousands of Services without endpoints)
+_rejecting: dict[int, tuple[int, tuple[Finding, ...]]] = {}
+REJECT_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES")
+
+
+def _no_endpoints(rs: RuleSet) -> tuple[Finding, ...]:
+    prior, changes = _rejecting.get(rs.family), rs.changes
+    if (prior is not None and changes is not None and changes.since == prior[0]
+            and not changes.chains.get("filter", frozenset()).intersection(REJECT_CHAINS)):
+        found = prior[1]
+    else:
+        found = tuple(_rejected(rs))
+    _rejecting[rs.family] = (rs.serial, found)
+    return found
+
+
+def _rejected(rs: RuleSet) -> Iterator[Finding]:
     rejected: dict[str, list[str]] = {}
     rules: dict[str, list[str]] = {}
     filt = rs.table("filter")
-    for chain in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES"):
+    for chain in REJECT_CHAINS:
         for rule in filt.dispatch.get(chain, []):
             comment = rule.comment or ""
             words = service_names(comment)

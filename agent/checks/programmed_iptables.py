@@ -117,18 +117,18 @@ def programmed_ports_of(rs: RuleSet) -> list[ProgrammedPort]:
     names = learn_names(rs)
     prior = _previous.get(rs.family)
     touched = _touched(rs, names, prior) if prior is not None else None
-    if touched is None:  # everything built afresh
+    if prior is None or touched is None:  # everything built afresh
         inputs, now = _all_inputs(rs, names), {}
+        same_keys = False
     else:  # the ports the changed chains touch built again, the rest kept
-        inputs, now = _inputs_of(rs, names, touched), dict(prior.ports) if prior is not None else {}
+        inputs, now = _inputs_of(rs, names, touched), dict(prior.ports)
+        # the same ports as before unless a touched one came or went: then sorted again
+        same_keys = inputs.keys() == {key for key in touched if key in prior.ports}
         for key in touched:
             now.pop(key, None)
     for key, items in inputs.items():
         now[key] = _port(key, items, rs.family)
-    if prior is not None and now.keys() == prior.ports.keys():
-        order = prior.order
-    else:
-        order = sorted(now, key=lambda k: (k.service, k.protocol))
+    order = prior.order if prior is not None and same_keys else sorted(now)  # (service, protocol)
     _previous[rs.family] = _Derived(rs.serial, names, {name: t.dispatch for name, t in rs.tables.items()},
                                     rs.table("nat").ladders, now, order)
     return [port for port in map(now.__getitem__, order) if port is not None]

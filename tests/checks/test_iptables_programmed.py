@@ -118,7 +118,8 @@ def _fresh_views(text: str) -> tuple[object, object]:
     from agent.serial import to_jsonable
 
     kept = [(mod, name, getattr(mod, name)) for mod, name in ((programmed_iptables, "_previous"),
-            (iptables_names, "_learnt"), (iptables_services, "_judged"))]
+            (iptables_names, "_learnt"), (iptables_services, "_judged"),
+            (iptables_services, "_rejecting"))]
     try:
         for mod, name, value in kept:
             setattr(mod, name, type(value)())
