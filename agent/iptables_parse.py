@@ -348,7 +348,7 @@ class Parser:
         if "\n-A KUBE-SV" in seg:
             ladders = table.ladders
             for chain, middle, target in _LADDER_RULE.findall(seg):
-                if not target.startswith(ENDPOINT_PREFIX) or "--rcheck" in middle:  # masquerade, affinity
+                if "--rcheck" in middle:  # session affinity (rare): the careful way
                     line = f"-A {chain} {middle}-j {target}"
                     self._check_target(table, target, line)
                     self._ladder_rule(table, declared.get(chain, chain), declared.get(target, target), line)
@@ -356,6 +356,13 @@ class Parser:
                 ladder = ladders.get(chain)
                 if ladder is None:
                     ladder = ladders[declared.get(chain, chain)] = LadderChain()
+                if not target.startswith(ENDPOINT_PREFIX):  # the masquerade rule: its protocol and comment
+                    self._check_target(table, target, f"-A {chain} {middle}-j {target}")  # (what _ladder_rule does)
+                    if ladder.protocol is None:
+                        ladder.protocol = _after(" " + middle, " -p ")
+                    if ladder.comment is None:
+                        ladder.comment = _first_comment(middle)
+                    continue
                 if target not in declared:
                     self._check_target(table, target, f"-A {chain} {middle}-j {target}")
                 at = middle.find("--probability ")
