@@ -6,8 +6,9 @@ checks half as much again, while between two reads kube-proxy rewrites only the 
 that changed (its partial syncs), often none.
 
 How:
-- A run of `-A` lines is cut into pieces before each run of a KUBE-SEP/SVC/SVL chain whose hash ends
-  in A-D: about one chain in eight. Those names are sha256-based, so the cuts are evenly spread in any
+- A run of `-A` lines is cut into pieces before each run of a KUBE-SEP chain whose hash ends in A-D
+  (one chain in eight) and of a KUBE-SVC/SVL chain whose hash ends in A-H (one in four: ladders are
+  several rules long). Those names are sha256-based, so the cuts are evenly spread in any
   order of chains and depend on the text only, never on block or byte offsets: an unchanged chain
   lands in an unchanged piece whatever changed elsewhere.
 - Each piece is parsed on its own (the Parser's block path, on a scratch table) and remembered by the
@@ -43,13 +44,14 @@ from typing import TypeVar
 from agent.iptables_parse import Parser
 from agent.model.iptables import ChainChanges, LadderChain, Rule, RuleSet, Table
 
-# The start of a run of one KUBE-SEP/SVC/SVL chain whose hash ends in A-D, and the whole run (matching
-# the run too lets the search go on after it, so only its first line is a cut). The hash's last letter,
-# not its first: iptables-legacy-save prints chains sorted by name.
+# The start of a run of one KUBE-SEP chain whose hash ends in A-D (one in eight), or of one KUBE-SVC/SVL
+# chain whose hash ends in A-H (one in four: a ladder has several rules, so its pieces would be long),
+# and the whole run (matching the run too lets the search go on after it, so only its first line is a
+# cut). The hash's last letter, not its first: iptables-legacy-save prints chains sorted by name.
 # Also the start of a run of one of kube-proxy's long dispatch chains: each of those is a piece of its
 # own (it ends where its run ends), so that a change to it or to a neighbour costs only one of the two.
-_CUT = re.compile(rb"\n-A (KUBE-S(?:EP|VC|VL)-[A-Z2-7]{15}[A-D]|KUBE-SERVICES|KUBE-NODEPORTS) [^\n]*"
-                  rb"(?:\n-A \1 [^\n]*)*")
+_CUT = re.compile(rb"\n-A (KUBE-SEP-[A-Z2-7]{15}[A-D]|KUBE-SV[CL]-[A-Z2-7]{15}[A-H]|KUBE-SERVICES|KUBE-NODEPORTS)"
+                  rb" [^\n]*(?:\n-A \1 [^\n]*)*")
 _ALONE = frozenset({b"KUBE-SERVICES", b"KUBE-NODEPORTS"})
 _ODD = re.compile(r"\n(?!-A )")  # in a piece: a line that is not a `-A` rule (restore input, damage)
 _RULE_CHAIN = re.compile(r"\n-[AI] (\S+)")
