@@ -487,10 +487,9 @@ def _changed_chains(before: dict[int, Piece], now: dict[int, Piece], also: Itera
             for piece in pieces:
                 part = getattr(piece, store)
                 if part:
-                    size = len(merged) + len(part)
-                    merged.update(part)
-                    if len(merged) != size:  # a chain in two of these pieces: named, not compared
+                    if not merged.keys().isdisjoint(part):  # a chain in two of these pieces: named, not compared
                         changed.update(part.keys() & merged.keys())
+                    merged.update(part)
             entries.append(merged)
         old, new = entries
         changed.update(chain for chain in old.keys() | new.keys() if old.get(chain) != new.get(chain))

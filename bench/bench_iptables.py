@@ -9,7 +9,8 @@ does them, each right after a bare save to /dev/null of the same rules:
 - changed: after a partial sync (iptables-restore --noflush, as kube-proxy writes it) moved one
   endpoint of 1% of the Services.
 "read+check" is svcdoctor's full iptables path: collector read with backend detection, every iptables
-check and programmed_ports. 3 runs, each in a fresh process from the same rules; the table shows the
+check and programmed_ports; between reads the process settles its heap as the agent's scheduler does
+between runs (agent/heap.py). 5 runs, each in a fresh process from the same rules; the table shows the
 medians, the median ratio, and svcdoctor's peak RSS (the largest VmHWM of those processes, interpreter
 and imports included, about 40 MiB; the save child is not counted). Needs root.
 
@@ -32,7 +33,7 @@ sys.path.insert(0, str(REPO))
 from bench.gen_iptables import changed_endpoints, generate  # noqa: E402
 
 NODE_BASE = REPO.parent / "shared" / "fixtures" / "kube-proxy" / "iptables" / "node-base.rules"
-RUNS = 3
+RUNS = 5
 
 # Runs inside the netns, in one process, three reads in a row by one reader (as the agent does them),
 # each timed against a bare save just before it: the first (nothing to reuse), a second with the rules
