@@ -310,10 +310,13 @@ def read(ctx: CollectContext, saves: _Saves, guess: str | None = None) -> Iptabl
     def readable(family: int, backend: str) -> bool:
         return have[family, backend] and (backend == "nft" or bool(legacy_tables[family]))
 
-    if guess == "legacy" and readable(4, "legacy"):
+    if guess == "legacy":
         # Most likely the backend is the one the last read found: its (long) save runs while the other
-        # saves detect it, on the other core. (nft needs no head start: detection reads it in full.)
-        saves.start_ahead(4, "legacy")
+        # saves detect it, on the other core, and the IPv6 one beside it rather than after it. (nft needs
+        # no head start: detection reads it in full.)
+        for family in (4, 6):
+            if readable(family, "legacy"):
+                saves.start_ahead(family, "legacy")
 
     done: dict[tuple[int, str], RuleSet] = {}
     for family in (4, 6):

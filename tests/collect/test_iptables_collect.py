@@ -149,11 +149,13 @@ def test_a_guess_never_starts_a_legacy_save_without_legacy_tables(node: Node, gu
     assert node.sh("cat", "/proc/net/ip_tables_names").stdout.strip() == ""
 
 
-def test_ipv6_rules_are_read_when_kube_proxy_has_chains_there(node: Node) -> None:
-    load(node, "nft")
+@pytest.mark.parametrize(("backend", "guess"), [("nft", None), ("legacy", None), ("legacy", "legacy")])
+def test_ipv6_rules_are_read_when_kube_proxy_has_chains_there(node: Node, backend: str, guess: str | None) -> None:
+    load(node, backend)
     v6 = "*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -d fd00::1/128 -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n"
-    node.iptables_restore(v6, "nft", family=6)
-    assert read_in(node)["families"] == [4, 6]
+    node.iptables_restore(v6, backend, family=6)
+    found = read_in(node, guess)  # with the guess, both legacy saves start before detection
+    assert found["families"] == [4, 6] and found["backend"] == backend and found["children"] == 0
 
 
 def test_a_parser_failure_kills_the_save_and_leaves_no_thread(tmp_path: Path, restore_path: object) -> None:
