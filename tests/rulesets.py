@@ -4,7 +4,9 @@ applied to a restore input as iptables-restore --noflush applies them."""
 from __future__ import annotations
 
 from agent.iptables_reuse import PieceCache, ReusingParser
+from agent.model import Finding
 from agent.model.iptables import RuleSet
+from agent.model.programmed import ProgrammedPort
 from bench.gen_iptables import changed_endpoints, generate
 from tests.testbed import FIXTURES
 
@@ -109,3 +111,20 @@ def partial_sync_sequence() -> list[tuple[str, str]]:
         text = apply_partial(text, (IPT / name).read_text()) if text else apply_partial((IPT / name).read_text(), "")
         steps.append((name, text))
     return steps
+
+
+def fresh_views(rs: RuleSet) -> tuple[list[ProgrammedPort], tuple[Finding, ...]]:
+    """Programmed ports and service findings derived from nothing remembered: the state the views keep
+    across reads is set aside while they run, and put back."""
+    from agent.checks import iptables_names, iptables_services, programmed_iptables
+
+    kept = [(mod, name, getattr(mod, name)) for mod, name in (
+        (programmed_iptables, "_previous"), (iptables_names, "_learnt"), (iptables_services, "_judged"),
+        (iptables_services, "_rejecting"))]
+    try:
+        for mod, name, value in kept:
+            setattr(mod, name, type(value)())
+        return programmed_iptables.programmed_ports_of(rs), iptables_services.findings_of(rs)
+    finally:
+        for mod, name, value in kept:
+            setattr(mod, name, value)

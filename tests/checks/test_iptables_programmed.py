@@ -111,25 +111,6 @@ def test_after_a_partial_sync_the_reused_derivation_equals_a_fresh_one() -> None
     assert 0.8 * len(ports) <= sum(id(p) in kept for p in ports) < len(ports)  # most reused, not all
 
 
-def _fresh_views(text: str) -> tuple[object, object]:
-    """Ports and service findings derived from nothing remembered: the state the views keep across reads is
-    set aside while they run, and put back."""
-    from agent.checks import iptables_names, iptables_services, programmed_iptables
-    from agent.serial import to_jsonable
-
-    kept = [(mod, name, getattr(mod, name)) for mod, name in ((programmed_iptables, "_previous"),
-            (iptables_names, "_learnt"), (iptables_services, "_judged"),
-            (iptables_services, "_rejecting"))]
-    try:
-        for mod, name, value in kept:
-            setattr(mod, name, type(value)())
-        rs = parse_text(text)
-        return to_jsonable(programmed_iptables.programmed_ports_of(rs)), iptables_services.findings_of(rs)
-    finally:
-        for mod, name, value in kept:
-            setattr(mod, name, value)
-
-
 @pytest.mark.parametrize("sequence", ["change_sequence", "partial_sync_sequence"])
 def test_views_brought_up_to_date_from_the_changed_chains_equal_fresh_ones(sequence: str) -> None:
     """Each read of a series of changes (kube-proxy's partial syncs, outside damage) is derived from the
@@ -148,8 +129,8 @@ def test_views_brought_up_to_date_from_the_changed_chains_equal_fresh_ones(seque
         if rs.changes is not None:
             updated.append(label)
             assert learn_names(rs).since == rs.changes.since, label
-        fresh_ports, fresh_findings = _fresh_views(text)
-        assert to_jsonable(ports) == fresh_ports, label
+        fresh_ports, fresh_findings = rulesets.fresh_views(parse_text(text))
+        assert to_jsonable(ports) == to_jsonable(fresh_ports), label
         assert findings == fresh_findings, label
     assert len(updated) >= 8 if sequence == "change_sequence" else len(updated) == 8
 

@@ -183,19 +183,26 @@ import json, subprocess, sys
 from agent.collect.base import CollectContext
 from agent.collect.iptables import IptablesReader
 from agent.config import Config
+from agent.checks import iptables_services
+from agent.checks.programmed_iptables import programmed_ports_of
 from agent.iptables_parse import parse_text
 from agent.serial import to_jsonable
+from tests.rulesets import fresh_views
 backend, partial = sys.argv[1], sys.argv[2]
 reader = IptablesReader(budget=1.0)  # no pacing: every collect reads
 ctx = CollectContext(cfg=Config(), deadline_s=30)
 first, again = reader.collect(ctx), reader.collect(ctx)
+views = [programmed_ports_of(first.rulesets[0]), iptables_services.findings_of(first.rulesets[0])]
 subprocess.run([f"iptables-{backend}-restore", "-w", "5", "--noflush"], stdin=open(partial), check=True)
 changed = reader.collect(ctx)
+rs = changed.rulesets[0]
+views = [programmed_ports_of(rs), iptables_services.findings_of(rs)]  # brought up to date from the changes
 cache = reader.caches[4, backend]
 fresh = parse_text(subprocess.run([f"iptables-{backend}-save"], capture_output=True, text=True).stdout)
-print(json.dumps({"same_object": again.rulesets[0] is first.rulesets[0], "new_object": changed.rulesets[0] is not
-                  first.rulesets[0], "equal_to_fresh": to_jsonable(changed.rulesets[0]) == to_jsonable(fresh),
-                  "parsed": cache.parsed, "reused": cache.reused}))
+print(json.dumps({"same_object": again.rulesets[0] is first.rulesets[0], "new_object": rs is not first.rulesets[0],
+                  "equal_to_fresh": to_jsonable(rs) == to_jsonable(fresh), "parsed": cache.parsed,
+                  "reused": cache.reused, "changes": sorted(rs.changes.chains["nat"]) if rs.changes else None,
+                  "views_equal_to_fresh": to_jsonable(views) == to_jsonable(list(fresh_views(fresh)))}))
 """
 
 
@@ -203,7 +210,8 @@ print(json.dumps({"same_object": again.rulesets[0] is first.rulesets[0], "new_ob
 def test_a_read_reuses_the_last_one_and_follows_a_partial_sync(node: Node, backend: str) -> None:
     """Real saves in a netns: reading unchanged rules again gives the same RuleSet object (so the checks
     memoised on it cost nothing); after kube-proxy's partial sync (fixture 02 adds a Service) the read
-    equals a fresh parse of the save and parsed only a few pieces."""
+    equals a fresh parse of the save and parsed only a few pieces, it names the changed chains, and the
+    views brought up to date from them equal views derived afresh."""
     node.nfacct_for_kube_proxy()
     node.iptables_restore((IPT / "v1.3x_TestSyncProxyRulesRepeated_01_initial_full.rules").read_text(), backend)
     node.iptables_restore(NODE_BASE, backend, noflush=True)
@@ -212,6 +220,8 @@ def test_a_read_reuses_the_last_one_and_follows_a_partial_sync(node: Node, backe
     found = json.loads(node.sh("/usr/bin/env", f"PYTHONPATH={REPO}", PY, "-c", REREAD, backend, str(partial)).stdout)
     assert found["same_object"] and found["new_object"] and found["equal_to_fresh"], found
     assert found["parsed"] >= 1 and found["reused"] >= 1, found  # a small rule set: a few pieces in all
+    assert "KUBE-SERVICES" in found["changes"] and any(c.startswith("KUBE-SVC-") for c in found["changes"]), found
+    assert found["views_equal_to_fresh"], found
 
 
 def test_a_save_started_ahead_is_killed_when_the_read_fails(tmp_path: Path, restore_path: object) -> None:
