@@ -104,7 +104,7 @@ def test_kube_proxy_chain_hashes() -> None:
     assert nft_endpoint_chain_base("ns1/svc1:p80", "tcp", "10.180.0.1:80") == "5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80"
 
 
-@pytest.mark.parametrize("length", [8, 16])
+@pytest.mark.parametrize("length", [8, 16, 5, 13])  # kube-proxy's lengths (two characters a lookup), and odd ones
 def test_fast_hash_equals_the_plain_definition(length: int) -> None:
     from agent.kube_hash import _hash, _hash_reference
     for text in ("ns1/svc1:p80tcp", "a", "", "ns/ü:x" * 40):
