@@ -72,6 +72,7 @@ class Scheduler(threading.Thread):
         while not self.stop.is_set():
             started = time.monotonic()
             self.state.last_attempt = time.time()
+            self.heap.hold()  # no garbage collection while the run builds its million objects
             try:
                 report = self.state.persistence.filter(self.runner.run_once())
                 self.state.lag.observe(report)

@@ -9,10 +9,10 @@ does them, each right after a bare save to /dev/null of the same rules:
 - changed: after a partial sync (iptables-restore --noflush, as kube-proxy writes it) moved one
   endpoint of 1% of the Services.
 "read+check" is svcdoctor's full iptables path: collector read with backend detection, every iptables
-check and programmed_ports; between reads the process settles its heap as the agent's scheduler does
-between runs (agent/heap.py). 5 runs, each in a fresh process from the same rules; the table shows the
-medians, the median ratio, and svcdoctor's peak RSS (the largest VmHWM of those processes, interpreter
-and imports included, about 40 MiB; the save child is not counted). Needs root.
+check and programmed_ports; around each read the process holds and settles its heap as the agent's
+scheduler does around each run (agent/heap.py). 5 runs, each in a fresh process from the same rules;
+the table shows the medians, the median ratio, and svcdoctor's peak RSS (the largest VmHWM of those
+processes, interpreter and imports included, about 40 MiB; the save child is not counted). Needs root.
 
     python bench/bench_iptables.py 1000:legacy 10000:legacy 1000:nft 10000:nft [--endpoints 5]
 """
@@ -49,7 +49,7 @@ from agent.config import Config
 from agent.heap import HeapKeeper
 from agent.model import KubeProxyHTTP, ProcessInfo, Snapshot, Source
 backend, change = sys.argv[2], sys.stdin.read()
-heap = HeapKeeper()  # as the agent's scheduler does between runs
+heap = HeapKeeper()  # as the agent's scheduler does around each run
 kp = ProcessInfo(pid=1, comm="kube-proxy", argv=["kube-proxy"], flags={}, root="/", env_path=[])
 reader = IptablesReader(budget=1.0)  # no pacing: every collect reads
 out = {}
@@ -59,6 +59,7 @@ for label in ("cold", "unchanged", "changed"):
     t0 = time.perf_counter()
     subprocess.run([f"iptables-{backend}-save"], stdout=subprocess.DEVNULL, check=True)
     bare = time.perf_counter() - t0
+    heap.hold()
     t0 = time.perf_counter()
     state = reader.collect(CollectContext(cfg=Config(), deadline_s=600))
     snap = Snapshot(node="bench", taken_at=time.time(), agent_version="bench",

@@ -1,5 +1,5 @@
-"""agent/heap.py: between runs, what is alive is frozen out of the collector's sight, young garbage is
-collected first, and the hourly full collection frees cycles that were frozen."""
+"""agent/heap.py: no collection during a run; after it, what is alive is frozen out of the collector's
+sight, young garbage is collected first, and the hourly full collection frees cycles that were frozen."""
 
 from __future__ import annotations
 
@@ -21,6 +21,19 @@ class Node:
 def thawed() -> Iterator[None]:
     yield
     gc.unfreeze()  # the rest of the test process keeps the usual collector
+    gc.enable()
+
+
+def test_no_collection_during_a_run_and_its_garbage_collected_after() -> None:
+    keeper = HeapKeeper()
+    keeper.hold()
+    assert not gc.isenabled()
+    gone = weakref.ref(Node())
+    for _ in range(3000):  # far more allocations than set off a young collection
+        Node()
+    assert gone() is not None  # no collection while held
+    keeper.settle()
+    assert gone() is None and gc.isenabled()
 
 
 def test_young_garbage_is_collected_not_frozen() -> None:
