@@ -6,6 +6,7 @@ ever changed by a later read."""
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 
 import pytest
@@ -45,6 +46,23 @@ def test_a_chain_split_over_two_pieces_is_joined(monkeypatch: pytest.MonkeyPatch
     text = "".join(generate(60, 4))
     for lines_per_block in (3, 5, 50):
         assert to_jsonable(read(PieceCache(), text, lines_per_block)) == to_jsonable(parse_text(text))
+
+
+def test_a_run_too_long_for_one_piece_is_cut_alike_however_the_blocks_fall(monkeypatch: pytest.MonkeyPatch) -> None:
+    """KUBE-SERVICES is one piece of its own, but at 30k Services it is longer than MAX_CARRY: where it is cut
+    must depend on its bytes only, or a read of unchanged rules would parse it again every time."""
+    import agent.iptables_reuse as reuse
+    monkeypatch.setattr(reuse, "MAX_CARRY", 2000)
+    monkeypatch.setattr(reuse, "GATHER", 700)
+    text = apply_partial("".join(generate(300, 2)), "")
+    nat = text[text.index("*nat"):]
+    assert len(re.search(r"(?:\n-A KUBE-SERVICES [^\n]*)+", nat).group(0)) > 10 * 2000  # type: ignore[union-attr]
+    cache = PieceCache()
+    first = read(cache, text, lines_per_block=37)
+    assert to_jsonable(first) == to_jsonable(parse_text(text))
+    for lines_per_block in (5, 101, 1_000_000):
+        assert read(cache, text, lines_per_block) is first, lines_per_block
+        assert cache.parsed == 0
 
 
 def test_an_unchanged_read_returns_the_previous_rule_set_itself() -> None:
