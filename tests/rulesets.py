@@ -114,17 +114,10 @@ def partial_sync_sequence() -> list[tuple[str, str]]:
 
 
 def fresh_views(rs: RuleSet) -> tuple[list[ProgrammedPort], tuple[Finding, ...]]:
-    """Programmed ports and service findings derived from nothing remembered: the state the views keep
-    across reads is set aside while they run, and put back."""
-    from agent.checks import iptables_names, iptables_services, programmed_iptables
+    """Programmed ports and service findings derived from nothing remembered (every view's carried state
+    set aside while they run, and put back)."""
+    from agent.checks import iptables_services, programmed_iptables
+    from agent.checks.memo import nothing_carried
 
-    kept = [(mod, name, getattr(mod, name)) for mod, name in (
-        (programmed_iptables, "_previous"), (iptables_names, "_learnt"), (iptables_services, "_judged"),
-        (iptables_services, "_rejecting"))]
-    try:
-        for mod, name, value in kept:
-            setattr(mod, name, type(value)())
+    with nothing_carried():
         return programmed_iptables.programmed_ports_of(rs), iptables_services.findings_of(rs)
-    finally:
-        for mod, name, value in kept:
-            setattr(mod, name, value)

@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
-from agent.checks.memo import by_identity
+from agent.checks.memo import by_identity, carried
 from agent.kube_hash import EXT, FW, SVC, SVL, port_proto_hash
-from agent.model.iptables import LadderChain, Rule, RuleSet
+from agent.model.iptables import ChainChanges, LadderChain, Rule, RuleSet
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 # "ns/name" or "ns/name:port" as kube-proxy writes a ServicePortName into a comment
@@ -99,15 +99,16 @@ class _Learnt:
     sources: dict[str, tuple[dict[str, list[Rule]], dict[str, LadderChain]]]  # table -> (dispatch, ladders)
 
 
-_learnt: dict[int, _Learnt] = {}  # family -> the last learnt
+_learnt: dict[int, _Learnt] = carried({})  # family -> the last learnt
 
 
 @by_identity  # once per RuleSet object: the checks and the metrics share it
 def learn_names(rs: RuleSet) -> Names:
     """Names of the hashed chains of a RuleSet."""
     prior = _learnt.get(rs.family)
-    if prior is not None and rs.changes is not None and rs.changes.since == prior.serial:
-        names, counts = _update(rs, prior)
+    changes = rs.changes_since(prior.serial if prior is not None else None)
+    if prior is not None and changes is not None:
+        names, counts = _update(rs, changes, prior)
     else:  # a dispatch rule and its ladder share their comment: each is hashed once (not kept: 5 MB at 10k)
         names, counts = Names(), {}
         seen: dict[tuple[str | None, str | None], Proposals] = {}
@@ -145,12 +146,11 @@ def _count(names: Names, counts: dict[str, int], sources: Iterable[Rule | Ladder
                     changed.add(digest)
 
 
-def _update(rs: RuleSet, prior: _Learnt) -> tuple[Names, dict[str, int]]:
-    assert rs.changes is not None
+def _update(rs: RuleSet, changes: ChainChanges, prior: _Learnt) -> tuple[Names, dict[str, int]]:
     names = Names(dict(prior.names.by_hash), since=prior.serial)  # copies: the earlier Names stays as it was
     counts = dict(prior.counts)
     changed: set[str] = set()
-    for table_name, chains in rs.changes.chains.items():
+    for table_name, chains in changes.chains.items():
         table = rs.table(table_name)
         dispatch, ladders = prior.sources.get(table_name, ({}, {}))
         for chain in chains:

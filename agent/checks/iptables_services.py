@@ -10,7 +10,7 @@ from agent.catalogue import finding
 from agent.checks.iptables_census import census
 from agent.checks.iptables_names import Names, learn_names, service_names
 from agent.checks.iptables_scope import scope
-from agent.checks.memo import by_identity
+from agent.checks.memo import by_identity, carried
 from agent.checks.programmed_iptables import endpoint_users
 from agent.iptables_parse import jump_target
 from agent.model import Finding, Snapshot
@@ -56,13 +56,14 @@ def ladder_is_fair(ladder: LadderChain) -> bool:
 
 # family -> (serial of the RuleSet last judged, its ladders that are not whole and fair, by chain): after a
 # partial sync only the ladders of the chains the reader says changed are judged again.
-_judged: dict[int, tuple[int, dict[str, LadderChain]]] = {}
+_judged: dict[int, tuple[int, dict[str, LadderChain]]] = carried({})
 
 
 def _bad_ladders(rs: RuleSet) -> dict[str, LadderChain]:
     nat = rs.table("nat")
-    prior, changes = _judged.get(rs.family), rs.changes
-    if prior is not None and changes is not None and changes.since == prior[0]:
+    prior = _judged.get(rs.family)
+    changes = rs.changes_since(prior[0] if prior is not None else None)
+    if prior is not None and changes is not None:
         bad = dict(prior[1])
         for chain in changes.chains.get("nat", ()):
             bad.pop(chain, None)
@@ -131,14 +132,15 @@ def _endpoint_chains(rs: RuleSet, names: Names) -> Iterator[Finding]:
 
 # family -> (serial of the RuleSet last looked at, its no-endpoints findings): kept while its filter
 # dispatch chains do not change (a cluster may have thousands of Services without endpoints)
-_rejecting: dict[int, tuple[int, tuple[Finding, ...]]] = {}
+_rejecting: dict[int, tuple[int, tuple[Finding, ...]]] = carried({})
 REJECT_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES")
 
 
 def _no_endpoints(rs: RuleSet) -> tuple[Finding, ...]:
-    prior, changes = _rejecting.get(rs.family), rs.changes
-    if (prior is not None and changes is not None and changes.since == prior[0]
-            and not changes.chains.get("filter", frozenset()).intersection(REJECT_CHAINS)):
+    prior = _rejecting.get(rs.family)
+    changes = rs.changes_since(prior[0] if prior is not None else None)
+    if prior is not None and changes is not None and not changes.chains.get("filter", frozenset()).intersection(
+            REJECT_CHAINS):
         found = prior[1]
     else:
         found = tuple(_rejected(rs))

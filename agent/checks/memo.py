@@ -9,17 +9,46 @@ weakly, so a cached result never keeps it alive, and a result is dropped once it
 id can be reused by a new object; the weak reference tells the two apart). Several live objects keep
 their own results: the IPv4 and IPv6 rule sets do not push each other out. Callers must treat the
 results as read-only.
+
+Views that are brought up to date from one RuleSet to the next keep what they derived last; that state
+is registered here (`carried`), so a test can derive afresh with all of it set aside (`nothing_carried`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any, TypeVar
 
 R = TypeVar("R")
+S = TypeVar("S", bound=dict[Any, Any])
+
+# State views carry from one RuleSet to the next (per IP family: what they derived last, to bring it up
+# to date from RuleSet.changes). Registered so that it can be set aside as a whole (tests deriving afresh).
+_carried: list[dict[Any, Any]] = []
+
+
+def carried(state: S) -> S:
+    """Register a view's carried state (a dict the view only ever assigns items of)."""
+    _carried.append(state)
+    return state
+
+
+@contextlib.contextmanager
+def nothing_carried() -> Iterator[None]:
+    """Within: every view derives afresh, as on a first read. The carried state is put back after."""
+    saved = [dict(state) for state in _carried]
+    for state in _carried:
+        state.clear()
+    try:
+        yield
+    finally:
+        for state, before in zip(_carried, saved, strict=True):
+            state.clear()
+            state.update(before)
 
 
 def by_identity(fn: Callable[..., R]) -> Callable[..., R]:

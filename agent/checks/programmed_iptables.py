@@ -24,7 +24,7 @@ from agent.checks.iptables_names import (
     proto,
     service_names,
 )
-from agent.checks.memo import by_identity
+from agent.checks.memo import by_identity, carried
 from agent.kube_hash import EXT, FW, SEP, SVC, SVL, port_proto_hash
 from agent.model.iptables import IptablesState, LadderChain, Rule, RuleSet, Table
 from agent.model.programmed import (
@@ -108,7 +108,7 @@ class _Derived:
     order: list[ServicePortKey]  # the keys of ports, sorted as the result is
 
 
-_previous: dict[int, _Derived] = {}  # family -> the last derivation
+_previous: dict[int, _Derived] = carried({})  # family -> the last derivation
 
 
 @by_identity  # the same RuleSet object comes back while the rules are unchanged (agent/iptables_reuse.py)
@@ -138,12 +138,10 @@ def _all_inputs(rs: RuleSet, names: Names) -> dict[ServicePortKey, _Inputs]:
     """Every Service port's inputs, in rule order."""
     nat, filt = rs.table("nat"), rs.table("filter")
     inputs = _dispatch_inputs(nat, filt, names.of_chain, None)
-    dnat = nat.endpoint_dnat.get
     for chain, ladder in nat.ladders.items():
         key = names.of_chain(chain)
         if key is not None:
-            dnats = tuple(map(dnat, ladder.endpoints + ladder.affinity_endpoints))
-            inputs.setdefault(key, []).append(_Ladder(chain, ladder, dnats))
+            inputs.setdefault(key, []).append(_ladder(nat, chain, ladder))
     for chain in nat.dispatch:
         key = names.of_chain(chain)
         if key is not None:
@@ -158,17 +156,20 @@ def _inputs_of(rs: RuleSet, names: Names, touched: dict[ServicePortKey, str]) ->
     named = {key: digest for key, digest in touched.items() if names.by_hash.get(digest) == key}
     wanted = {prefix + digest: key for key, digest in named.items() for prefix in (SVC, SVL, EXT, FW)}
     inputs = _dispatch_inputs(nat, filt, wanted.get, touched.keys())
-    dnat = nat.endpoint_dnat.get
     for key, digest in named.items():
         for prefix in (SVC, SVL):
             ladder = nat.ladders.get(prefix + digest)
             if ladder is not None:
-                dnats = tuple(map(dnat, ladder.endpoints + ladder.affinity_endpoints))
-                inputs.setdefault(key, []).append(_Ladder(prefix + digest, ladder, dnats))
+                inputs.setdefault(key, []).append(_ladder(nat, prefix + digest, ladder))
         for prefix in (EXT, FW):
             if prefix + digest in nat.dispatch:
                 inputs.setdefault(key, []).append(prefix + digest)
     return inputs
+
+
+def _ladder(nat: Table, chain: str, ladder: LadderChain) -> _Ladder:
+    dnat = nat.endpoint_dnat.get
+    return _Ladder(chain, ladder, tuple(map(dnat, ladder.endpoints + ladder.affinity_endpoints)))
 
 
 def _dispatch_inputs(nat: Table, filt: Table, key_of_target: Callable[[str], ServicePortKey | None],
@@ -197,8 +198,8 @@ def _filter_key(rule: Rule) -> ServicePortKey | None:
 def _touched(rs: RuleSet, names: Names, prior: _Derived) -> dict[ServicePortKey, str] | None:
     """The Service ports (-> their chains' hash) whose inputs may differ from the prior derivation's, from
     the chains the reader says changed; None when it cannot say (then everything is gathered again)."""
-    changes = rs.changes
-    if changes is None or changes.since != prior.serial or names.since != prior.serial:
+    changes = rs.changes_since(prior.serial)
+    if changes is None or names.since != prior.serial:
         return None
     touched: dict[ServicePortKey, str | None] = {}
 

@@ -100,6 +100,10 @@ class RuleSet:
     def table(self, name: str) -> Table:
         return self.tables.get(name) or Table(name)
 
+    def changes_since(self, serial: int | None) -> ChainChanges | None:
+        """The chains changed since the RuleSet with this serial, if that is the one read just before."""
+        return self.changes if self.changes is not None and self.changes.since == serial else None
+
     def kube_chain_count(self) -> int:
         return sum(1 for t in self.tables.values() for c in t.chains if c.startswith("KUBE-"))
 

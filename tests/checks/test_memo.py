@@ -40,3 +40,13 @@ def test_results_of_live_objects_are_kept_and_those_of_dead_ones_dropped() -> No
     del v4
     assert square(Thing(7)) == 49  # a new object (which may reuse v4's id) is computed, not answered from v4's
     assert calls == [4, 6, 7]
+
+
+def test_carried_state_is_set_aside_as_a_whole_and_put_back() -> None:
+    from agent.checks.memo import carried, nothing_carried
+
+    state = carried({4: "last derivation"})
+    with nothing_carried():
+        assert state == {}
+        state[4] = "derived afresh"
+    assert state == {4: "last derivation"}
