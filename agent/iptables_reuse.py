@@ -19,7 +19,9 @@ How:
   remembered piece is never changed.
 - Dispatch rules are also remembered by line, because KUBE-SERVICES is one long chain that changes
   whenever any Service is added or removed.
-- Everything that is not a `-A` line (tables, chain declarations, restore commands, COMMIT) goes to the
+- Chain declarations (60k lines at 10k Services) are cut alike, before one hash-named chain in 32, and
+  each such piece is remembered as its tuple of names.
+- Everything else that is not a `-A` line (tables, built-in chains, restore commands, COMMIT) goes to the
   Parser every time it is needed.
 - Each piece, and each stretch of other lines without its comments and the built-in chains' packet
   counters (which change with traffic, not with rules), gives a token. While the tokens repeat the
@@ -42,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from agent.iptables_parse import Parser
-from agent.model.iptables import ChainChanges, LadderChain, Rule, RuleSet, Table
+from agent.model.iptables import ENDPOINT_PREFIX, ChainChanges, LadderChain, Rule, RuleSet, Table
 
 # The start of a run of one KUBE-SEP chain whose hash ends in A-D (one in eight), or of one KUBE-SVC/SVL
 # chain whose hash ends in A-H (one in four: a ladder has several rules, so its pieces would be long),
@@ -52,6 +54,10 @@ from agent.model.iptables import ChainChanges, LadderChain, Rule, RuleSet, Table
 # own (it ends where its run ends), so that a change to it or to a neighbour costs only one of the two.
 _CUT = re.compile(rb"\n-A (KUBE-SEP-[A-Z2-7]{15}[A-D]|KUBE-SV[CL]-[A-Z2-7]{15}[A-H]|KUBE-SERVICES|KUBE-NODEPORTS)"
                   rb" [^\n]*(?:\n-A \1 [^\n]*)*")
+# In a run of chain declarations, the start of a piece: a hash-named chain whose hash ends in A or B (one in
+# sixteen: pieces of about 20 lines), declared as a user chain
+_DECL_CUT = re.compile(rb"\n:KUBE-[A-Z]{2,3}-[A-Z2-7]{15}A - \[0:0\]")
+_NOT_DECL = re.compile(rb"\n(?!:)")
 _ALONE = frozenset({b"KUBE-SERVICES", b"KUBE-NODEPORTS"})
 _ODD = re.compile(r"\n(?!-A )")  # in a piece: a line that is not a `-A` rule (restore input, damage)
 _RULE_CHAIN = re.compile(r"\n-[AI] (\S+)")
@@ -77,11 +83,20 @@ class Piece:
     plain: dict[str, list[str]] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """The parse of a piece of chain declarations: the names in order, and how many are endpoint chains."""
+
+    names: tuple[str, ...]
+    endpoint_chains: int
+
+
 @dataclass
 class PieceCache:
     """What one backend and family's previous read left for the next one."""
 
     pieces: dict[bytes, Piece] = field(default_factory=dict)
+    declared: dict[bytes, Declared] = field(default_factory=dict)  # declaration pieces
     rules: dict[str, Rule] = field(default_factory=dict)  # dispatch rules by line: KUBE-SERVICES changes often
     tokens: list[bytes] = field(default_factory=list)  # the read, in order: a digest per piece or other part
     lengths: list[int] = field(default_factory=list)  # bytes of each piece (0 for other parts)
@@ -119,8 +134,10 @@ class ReusingParser:
         self.other_parts: list[bytes] = []  # its blocks, while put off
         # While this read repeats the previous one, nothing is built: what to do is kept here, and done only
         # if the read turns out to differ (None from then on). An unchanged read builds nothing at all.
-        self.deferred: list[Piece | bytes] | None = []
+        self.deferred: list[Piece | Declared | bytes] | None = []
         self.pieces: dict[bytes, Piece] = {}
+        self.declared: dict[bytes, Declared] = {}
+        self.in_declarations = False  # the bytes carried into the next block begin a piece of declarations
         self.batch: list[Piece] = []  # pieces not merged into the table yet (merged a buffer at a time)
         self.table_pieces: dict[str, dict[int, Piece]] = {}  # table -> the pieces merged into it, by id
         self.splits: dict[str, set[str]] = {}  # table -> chains whose rules came in two pieces
@@ -146,7 +163,8 @@ class ReusingParser:
         self._close_other()
         self.pending = b"\n"
         cache = self.cache
-        cache.pieces, cache.reused, cache.parsed = self.pieces, self.reused, self.parsed
+        cache.pieces, cache.declared = self.pieces, self.declared
+        cache.reused, cache.parsed = self.reused, self.parsed
         if self.deferred is not None and self.tokens == cache.tokens and cache.ruleset is not None:
             return cache.ruleset  # the same rules as last time: the same object
         self._diverge()
@@ -197,6 +215,8 @@ class ReusingParser:
         for item in deferred or []:
             if isinstance(item, Piece):
                 self.batch.append(item)  # it passed the jump check at this very point last time
+            elif isinstance(item, Declared):
+                self.base.declare_all(item.names, item.endpoint_chains)
             else:
                 self._apply_other(item)
 
@@ -220,9 +240,65 @@ class ReusingParser:
             else:
                 nxt = buf.find(b"\n-A ", pos + 1)
                 stop = end if nxt < 0 else nxt
-                self._other(buf[pos + 1:stop + 1])
+                done = self._others(buf, pos, stop, carry=nxt < 0 and not final)
+                if done < stop:
+                    return done
                 pos = stop
         return pos
+
+    def _others(self, buf: bytes, pos: int, stop: int, carry: bool) -> int:
+        """Lines other than rules between pos and stop. A run of user chain declarations in them (60k lines at
+        10k Services) is cut into declaration pieces, as rules are; the rest goes to _other. When the run
+        reaches the end of the block (carry), its last piece may go on in the next block: left for then."""
+        while pos < stop:
+            if self.in_declarations:  # the last block left off within a run, here
+                self.in_declarations, begin = False, pos
+            else:
+                first = _DECL_CUT.search(buf, pos, stop)
+                if first is None:
+                    self._other(buf[pos + 1:stop + 1])
+                    return stop
+                if first.start() > pos:
+                    self._other(buf[pos + 1:first.start() + 1])
+                begin = first.start()
+            after = _NOT_DECL.search(buf, begin + 1, stop)  # the first line that declares nothing
+            run_end = stop if after is None else after.start()
+            bounds = _bounded(buf, [begin, *(m.start() for m in _DECL_CUT.finditer(buf, begin + 1, run_end)), run_end])
+            carried = run_end == stop and carry
+            if carried:
+                run_end = bounds.pop(-2)  # the last piece may go on in the next block
+                bounds[-1] = run_end
+            view = memoryview(buf)
+            for start, end in itertools.pairwise(bounds):
+                self._declarations(buf, view, start, end)
+            if carried:
+                self.in_declarations = True
+                return run_end
+            pos = run_end
+        return stop
+
+    def _declarations(self, buf: bytes, view: memoryview, start: int, end: int) -> None:
+        """A piece of chain declarations: its names are taken from the last read when its bytes are the same."""
+        if buf.count(b"\n", start, end) != buf.count(b" - [0:0]\n", start, end + 1):
+            self._other(buf[start + 1:end + 1])  # a built-in chain (its counters change with traffic) among them
+            return
+        self._close_other()
+        key = hashlib.sha1(view[start:end]).digest()
+        declared = self.declared.get(key) or self.cache.declared.get(key)
+        if self._repeats(key, 0) and declared is not None:
+            self.declared[key] = declared
+            assert self.deferred is not None
+            self.deferred.append(declared)
+            return
+        self._diverge()
+        if self.base.table is None:  # outside a table: the Parser records the lines as unparsed
+            self._apply_other(buf[start + 1:end + 1])
+            return
+        if declared is None:
+            text = buf[start:end].decode("utf-8", "replace")
+            declared = Declared(tuple(self.base.chain_names(text)), text.count("\n:" + ENDPOINT_PREFIX))
+        self.declared[key] = declared
+        self.base.declare_all(declared.names, declared.endpoint_chains)
 
     def _rules(self, buf: bytes, start: int, stop: int, carry: bool) -> int:
         """Parse or reuse the pieces between start and stop. When they reach the end of the block (carry),
@@ -447,6 +523,20 @@ class _PieceParser(Parser):
 
 class _NotAPiece(Exception):
     pass
+
+
+def _bounded(buf: bytes, bounds: list[int]) -> list[int]:
+    """`bounds` (line starts, in order), with one added wherever two are more than MAX_CARRY apart: at the
+    last line end within MAX_CARRY. It depends on the bytes only, so every read cuts a long run alike."""
+    out = bounds[:1]
+    for end in bounds[1:]:
+        while end - out[-1] > MAX_CARRY:
+            at = buf.rfind(b"\n", out[-1] + 1, out[-1] + MAX_CARRY + 1)
+            if at <= out[-1]:
+                break  # one line longer than that
+            out.append(at)
+        out.append(end)
+    return out
 
 
 def _update_all(store: dict[str, T], adds: list[dict[str, T]], join: Callable[[T, T], T], splits: set[str]) -> None:

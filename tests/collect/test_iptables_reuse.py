@@ -98,10 +98,13 @@ def test_a_few_changed_services_parse_only_their_pieces() -> None:
     changed = apply_partial(text, "".join(changed_endpoints(services, 3, every=100)))
     cache = PieceCache()
     first = read(cache, text, lines_per_block=4000)
-    pieces = cache.parsed
+    pieces, declarations = cache.parsed, set(map(id, cache.declared.values()))
     second = read(cache, changed, lines_per_block=4000)
     assert to_jsonable(second) == to_jsonable(parse_text(changed))
     assert 0 < cache.parsed <= pieces // 10, (cache.parsed, pieces)
+    # the chain declarations too: most of their pieces are the last read's (13k declarations here)
+    assert len(cache.declared) > 100
+    assert sum(id(d) in declarations for d in cache.declared.values()) >= 0.8 * len(cache.declared)
     nat1, nat2 = first.table("nat"), second.table("nat")
     same = [c for c in nat2.ladders if nat1.ladders.get(c) is nat2.ladders[c]]
     assert len(same) >= 0.9 * len(nat2.ladders)  # unchanged chains are the very same objects
