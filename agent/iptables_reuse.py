@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import itertools
+import operator
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -139,7 +140,7 @@ class ReusingParser:
         self.declared: dict[bytes, Declared] = {}
         self.in_declarations = False  # the bytes carried into the next block begin a piece of declarations
         self.batch: list[Piece] = []  # pieces not merged into the table yet (merged a buffer at a time)
-        self.table_pieces: dict[str, dict[int, Piece]] = {}  # table -> the pieces merged into it, by id
+        self.merged: dict[str, list[Piece]] = {}  # table -> the pieces merged into it
         self.splits: dict[str, set[str]] = {}  # table -> chains whose rules came in two pieces
         self.fed_rules = False  # a rule or command went to the Parser outside a piece: no ChainChanges
         self.gone: dict[str, tuple[dict[int, Piece], set[str]] | None] = {}  # see _gone
@@ -174,13 +175,15 @@ class ReusingParser:
         if len(cache.rules) > 2 * sum(map(len, in_use)) + 1024:  # rules long gone: keep only this read's
             cache.rules = {rule.text: rule for rules in in_use for rule in rules}
         clean = not self.fed_rules and not rs.unparsed_count
+        table_pieces = {name: dict(zip(map(id, pieces), pieces, strict=True))
+                             for name, pieces in self.merged.items()}
         if clean and cache.clean and cache.serial is not None and rs.tables.keys() == cache.table_pieces.keys():
             rs.changes = ChainChanges(cache.serial, {name: _changed_chains(
-                cache.table_pieces[name], self.table_pieces.get(name, {}),
+                cache.table_pieces[name], table_pieces.get(name, {}),
                 (cache.emptied.get(name, frozenset()) ^ self.base.emptied.get(name, frozenset()))
                 | cache.splits.get(name, set()) | self.splits.get(name, set())) for name in rs.tables})
         cache.serial, cache.clean, cache.emptied, cache.splits = rs.serial, clean, self.base.emptied, self.splits
-        cache.table_pieces = {name: self.table_pieces.get(name, {}) for name in rs.tables}
+        cache.table_pieces = {name: table_pieces.get(name, {}) for name in rs.tables}
         cache.tokens, cache.lengths, cache.ruleset = self.tokens, self.lengths, rs
         # Chain names as this read's objects (the Parser's own name -> name dicts): the next read's declarations
         # use them, not copies, so the pieces it keeps and its own tables share one string per name (not
@@ -450,16 +453,16 @@ class ReusingParser:
         base = self.base
         table = base.table
         assert table is not None
-        self.table_pieces.setdefault(table.name, {}).update((id(p), p) for p in batch)
+        self.merged.setdefault(table.name, []).extend(batch)
         splits = self.splits.setdefault(table.name, set())
-        table.rule_count += sum(p.rule_count for p in batch)
-        for piece in batch:
-            if piece.dispatch:
-                _append(table.dispatch, piece.dispatch, splits)
-            if piece.plain:
-                _append(table.plain, piece.plain, splits)
-        _update_all(table.endpoint_dnat, [p.dnat for p in batch if p.dnat], _joined_dnat, splits)
-        _update_all(table.ladders, [p.ladders for p in batch if p.ladders], _joined, splits)
+        # (map and filter over attrgetters: loops in C, over 8k pieces at 10k Services)
+        table.rule_count += sum(map(_RULE_COUNT, batch))
+        for dispatch in filter(None, map(_DISPATCH, batch)):
+            _append(table.dispatch, dispatch, splits)
+        for plain in filter(None, map(_PLAIN, batch)):
+            _append(table.plain, plain, splits)
+        _update_all(table.endpoint_dnat, list(filter(None, map(_DNAT, batch))), _joined_dnat, splits)
+        _update_all(table.ladders, list(filter(None, map(_LADDERS, batch))), _joined, splits)
 
     def _to_parser(self, text: str) -> None:
         """Lines for the Parser itself. It adds rules to the table's objects, so a ladder that came from a
@@ -502,6 +505,10 @@ class ReusingParser:
     def _apply_other(self, seg: bytes) -> None:
         self._merge_batch()
         self._to_parser(seg.decode("utf-8", "replace"))
+
+
+_RULE_COUNT, _DISPATCH, _PLAIN, _DNAT, _LADDERS = map(operator.attrgetter, (
+    "rule_count", "dispatch", "plain", "dnat", "ladders"))
 
 
 class _PieceParser(Parser):
