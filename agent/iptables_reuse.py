@@ -42,7 +42,7 @@ import operator
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from agent.iptables_parse import Parser
 from agent.model.iptables import ENDPOINT_PREFIX, ChainChanges, LadderChain, Rule, RuleSet, Table
@@ -101,6 +101,7 @@ class PieceCache:
     rules: dict[str, Rule] = field(default_factory=dict)  # dispatch rules by line: KUBE-SERVICES changes often
     tokens: list[bytes] = field(default_factory=list)  # the read, in order: a digest per piece or other part
     lengths: list[int] = field(default_factory=list)  # bytes of each piece (0 for other parts)
+    order: list[Piece | None] = field(default_factory=list)  # each piece (None for other parts)
     ruleset: RuleSet | None = None
     names: dict[str, dict[str, str]] = field(default_factory=dict)  # table -> chain names, as the last read has them
     # What ChainChanges are worked out from: the last read's serial, its pieces per table (by id: they are
@@ -141,6 +142,9 @@ class ReusingParser:
         self.in_declarations = False  # the bytes carried into the next block begin a piece of declarations
         self.batch: list[Piece] = []  # pieces not merged into the table yet (merged a buffer at a time)
         self.merged: dict[str, list[Piece]] = {}  # table -> the pieces merged into it
+        # table -> the last read's endpoint_dnat and ladders, until this read's table begins as copies of them
+        self.previous: dict[str, tuple[dict[str, str], dict[str, LadderChain]]] = {}
+        self.patches: dict[str, _Patch | None] = {}  # table -> how its stores are being patched (None: merged)
         self.splits: dict[str, set[str]] = {}  # table -> chains whose rules came in two pieces
         self.fed_rules = False  # a rule or command went to the Parser outside a piece: no ChainChanges
         self.gone: dict[str, tuple[dict[int, Piece], set[str]] | None] = {}  # see _gone
@@ -170,6 +174,8 @@ class ReusingParser:
             return cache.ruleset  # the same rules as last time: the same object
         self._diverge()
         self._merge_batch()
+        self._finish_patch()
+        self.previous.clear()
         rs = self.base.result()
         in_use = [rules for table in rs.tables.values() for rules in table.dispatch.values()]
         if len(cache.rules) > 2 * sum(map(len, in_use)) + 1024:  # rules long gone: keep only this read's
@@ -185,6 +191,7 @@ class ReusingParser:
         cache.serial, cache.clean, cache.emptied, cache.splits = rs.serial, clean, self.base.emptied, self.splits
         cache.table_pieces = {name: table_pieces.get(name, {}) for name in rs.tables}
         cache.tokens, cache.lengths, cache.ruleset = self.tokens, self.lengths, rs
+        cache.order = list(map(self.pieces.get, self.tokens))
         # Chain names as this read's objects (the Parser's own name -> name dicts): the next read's declarations
         # use them, not copies, so the pieces it keeps and its own tables share one string per name (not
         # sys.intern: interned strings are never freed on some Pythons, and endpoint chain names churn).
@@ -212,8 +219,12 @@ class ReusingParser:
 
     def _diverge(self) -> None:
         """The read differs from the previous one: do what was put off, in order."""
-        if self.deferred is not None:
-            self.cache.ruleset = None  # it will not be returned: not kept alive while the new one is built
+        if self.deferred is not None and self.cache.ruleset is not None:
+            # It will not be returned: not kept alive while the new one is built, but for its two largest
+            # stores, which the new tables begin as copies of (see _patch_of)
+            self.previous = {name: (table.endpoint_dnat, table.ladders)
+                             for name, table in self.cache.ruleset.tables.items()}
+            self.cache.ruleset = None
         deferred, self.deferred = self.deferred, None
         for item in deferred or []:
             if isinstance(item, Piece):
@@ -350,32 +361,34 @@ class ReusingParser:
 
     def _follow_changed(self, buf: bytes, view: memoryview, pos: int, stop: int, carry: bool) -> int:
         """_follow once the read differs from the previous one (after a partial sync: most pieces then), with
-        what _piece does for a known piece done inline: 7k pieces at 10k Services. Stops at the first piece
-        that needs more (a jump check, a parse), which _follow then gives to _piece."""
-        known, lengths, expect = self.cache.tokens, self.cache.lengths, self.expect
+        what _piece does for a known piece done inline, and its bookkeeping done in bulk after the loop: 8k
+        pieces at 10k Services. Stops at the first piece that needs more (a jump check, a parse), which
+        _follow then gives to _piece."""
+        known, lengths, order, expect = self.cache.tokens, self.cache.lengths, self.cache.order, self.expect
         assert expect is not None
         gone = self._gone()
         if gone is None:
             return pos
-        mine, theirs, (here, missing) = self.pieces, self.cache.pieces, gone
-        tokens, sizes, batch, sha1 = self.tokens, self.lengths, self.batch, hashlib.sha1
+        here, missing = gone
+        first, sha1 = expect, hashlib.sha1
         while expect < len(known) and lengths[expect]:
             end = pos + lengths[expect]
             if end > stop or (end == stop and carry) or buf[end] != 10:  # 10: "\n"
                 break
-            key = sha1(view[pos:end]).digest()
-            if key != known[expect]:
-                break
-            piece = mine.get(key) or theirs.get(key)
+            piece = order[expect]
             if piece is None or id(piece) not in here or not missing.isdisjoint(piece.jumps):
                 break
-            tokens.append(key)
-            sizes.append(end - pos)
-            mine[key] = piece
-            batch.append(piece)
-            self.reused += 1
+            if sha1(view[pos:end]).digest() != known[expect]:
+                break
             expect += 1
             pos = end
+        if expect > first:
+            keys, taken = known[first:expect], cast(list[Piece], order[first:expect])
+            self.tokens += keys
+            self.lengths += lengths[first:expect]
+            self.pieces.update(zip(keys, taken, strict=True))
+            self.batch += taken
+            self.reused += expect - first
         self.expect = expect
         return pos
 
@@ -461,12 +474,56 @@ class ReusingParser:
             _append(table.dispatch, dispatch, splits)
         for plain in filter(None, map(_PLAIN, batch)):
             _append(table.plain, plain, splits)
+        patch = self._patch_of(table)
+        if patch is not None:  # only the pieces the last read did not have change anything
+            came = [p for p in batch if id(p) not in patch.before]
+            patch.came += came
+            table.endpoint_dnat.update(itertools.chain.from_iterable(map(dict.items, _entries(_DNAT, came))))
+            table.ladders.update(itertools.chain.from_iterable(map(dict.items, _entries(_LADDERS, came))))
+            return
         _update_all(table.endpoint_dnat, list(filter(None, map(_DNAT, batch))), _joined_dnat, splits)
         _update_all(table.ladders, list(filter(None, map(_LADDERS, batch))), _joined, splits)
+
+    def _patch_of(self, table: Table) -> _Patch | None:
+        """At a table's first merge: whether its two largest stores (50k endpoint DNATs, 10k ladders at 10k
+        Services) can begin as copies of the last read's and be patched, instead of taking an entry from every
+        piece. Only when the last read's were built from pieces alone, each chain in one piece."""
+        if table.name in self.patches:
+            return self.patches[table.name]
+        previous, before = self.previous.pop(table.name, None), self.cache.table_pieces.get(table.name)
+        patch = None
+        if (previous is not None and before is not None and self.cache.clean and not self.fed_rules
+                and not self.cache.splits.get(table.name) and not table.endpoint_dnat and not table.ladders):
+            table.endpoint_dnat, table.ladders = previous[0].copy(), previous[1].copy()
+            patch = _Patch(before)
+        self.patches[table.name] = patch
+        return patch
+
+    def _finish_patch(self) -> None:
+        """Before the Parser sees more of the table, or at its end: the entries of the last read's pieces that
+        this read did not have, and of its endpoint chains with no rule, are taken out, unless a new piece
+        brought them. Then each store must hold one entry per entry of this read's pieces; if not (a chain in
+        two pieces: not in a save), it is merged afresh, the long way."""
+        table = self.base.table
+        patch = None if table is None else self.patches.get(table.name)
+        if table is None or patch is None:
+            return
+        self.patches[table.name] = None
+        merged = self.merged[table.name]
+        now = set(map(id, merged))
+        gone = [piece for key, piece in patch.before.items() if key not in now]
+        emptied = self.cache.emptied.get(table.name, frozenset())
+        splits = self.splits.setdefault(table.name, set())
+        came = patch.came
+        _patched(table.endpoint_dnat, _entries(_DNAT, came), _entries(_DNAT, gone), emptied,
+                 _entries(_DNAT, merged), _joined_dnat, splits)
+        _patched(table.ladders, _entries(_LADDERS, came), _entries(_LADDERS, gone), (),
+                 _entries(_LADDERS, merged), _joined, splits)
 
     def _to_parser(self, text: str) -> None:
         """Lines for the Parser itself. It adds rules to the table's objects, so a ladder that came from a
         piece is copied first: pieces are never changed."""
+        self._finish_patch()
         table = self.base.table
         # a rule or command ("-A", "-X", ...) outside a piece; any other line the Parser does not know it
         # records as unparsed, which stops ChainChanges too (in iptables-save output there is neither)
@@ -507,6 +564,14 @@ class ReusingParser:
         self._to_parser(seg.decode("utf-8", "replace"))
 
 
+@dataclass
+class _Patch:
+    """A table whose endpoint_dnat and ladders began as copies of the last read's."""
+
+    before: dict[int, Piece]  # the last read's pieces of the table, by id
+    came: list[Piece] = field(default_factory=list)  # this read's pieces that are not among them
+
+
 _RULE_COUNT, _DISPATCH, _PLAIN, _DNAT, _LADDERS = map(operator.attrgetter, (
     "rule_count", "dispatch", "plain", "dnat", "ladders"))
 
@@ -544,6 +609,25 @@ def _bounded(buf: bytes, bounds: list[int]) -> list[int]:
             out.append(at)
         out.append(end)
     return out
+
+
+def _entries(store: Callable[[Piece], dict[str, T] | None], pieces: Iterable[Piece]) -> list[dict[str, T]]:
+    """Each piece's entries in one store, for the pieces that have any."""
+    return list(filter(None, map(store, pieces)))
+
+
+def _patched(store: dict[str, T], came: list[dict[str, T]], gone: list[dict[str, T]], stale: Iterable[str],
+             merged: list[dict[str, T]], join: Callable[[T, T], T], splits: set[str]) -> None:
+    """A store that began as the last read's, with the entries of the pieces that came since already in it:
+    the chains of the pieces gone, and `stale` ones, taken out unless a piece that came has them. Then it
+    must hold one entry per entry of the pieces merged; if not (a chain in two pieces), it is merged afresh."""
+    brought = set(itertools.chain.from_iterable(came))
+    for chain in itertools.chain(itertools.chain.from_iterable(gone), stale):
+        if chain not in brought:
+            store.pop(chain, None)
+    if len(store) != sum(map(len, merged)):
+        store.clear()
+        _update_all(store, merged, join, splits)
 
 
 def _update_all(store: dict[str, T], adds: list[dict[str, T]], join: Callable[[T, T], T], splits: set[str]) -> None:

@@ -50,7 +50,6 @@ BACKENDS = ("legacy", "nft")
 @dataclass
 class SaveResult:
     cpu_s: float = 0.0  # the save child's CPU time plus the parsing done in this thread
-    lines: int = 0
 
 
 def _legacy_tables(ctx: CollectContext, family: int) -> list[str]:
@@ -134,7 +133,7 @@ def consume_save(run: RunningSave, on_block: Callable[[bytes], object], deadline
     """stream_save for a save already started (see `start_save`)."""
     started_cpu = time.thread_time()
     argv, proc, chunks = run.argv, run.proc, run.chunks
-    tail, lines, done = b"", 0, False
+    tail, done = b"", False
     try:
         while not done:
             remaining = deadline - time.monotonic()
@@ -158,7 +157,6 @@ def consume_save(run: RunningSave, on_block: Callable[[bytes], object], deadline
             block = tail + view[:cut + 1]  # one copy, not two
             tail = bytes(view[cut + 1:])
             view.release()
-            lines += block.count(b"\n")
             on_block(block)
         if tail:
             on_block(tail + b"\n")
@@ -176,7 +174,7 @@ def consume_save(run: RunningSave, on_block: Callable[[bytes], object], deadline
         message = (b"".join(run.errors).decode("utf-8", "replace").strip().splitlines() or ["no message"])[0]
         raise CollectError(f"{' '.join(argv)} exited {proc.returncode}: {message}")
     cpu = usage.ru_utime + usage.ru_stime + time.thread_time() - started_cpu
-    return SaveResult(cpu_s=cpu, lines=lines)
+    return SaveResult(cpu_s=cpu)
 
 
 def _kill(proc: subprocess.Popen[bytes], stop: threading.Event) -> None:
