@@ -35,6 +35,7 @@ about 5% for the piece index.
 
 from __future__ import annotations
 
+import collections
 import copy
 import hashlib
 import itertools
@@ -145,6 +146,8 @@ class ReusingParser:
         # table -> the last read's endpoint_dnat and ladders, until this read's table begins as copies of them
         self.previous: dict[str, tuple[dict[str, str], dict[str, LadderChain]]] = {}
         self.patches: dict[str, _Patch | None] = {}  # table -> how its stores are being patched (None: merged)
+        self.by_id: dict[str, dict[int, Piece]] = {}  # see _by_id
+        self.diffs: dict[str, tuple[tuple[int, int, int], tuple[list[Piece], list[Piece]]]] = {}  # see _diff
         self.splits: dict[str, set[str]] = {}  # table -> chains whose rules came in two pieces
         self.fed_rules = False  # a rule or command went to the Parser outside a piece: no ChainChanges
         self.gone: dict[str, tuple[dict[int, Piece], set[str]] | None] = {}  # see _gone
@@ -181,11 +184,10 @@ class ReusingParser:
         if len(cache.rules) > 2 * sum(map(len, in_use)) + 1024:  # rules long gone: keep only this read's
             cache.rules = {rule.text: rule for rules in in_use for rule in rules}
         clean = not self.fed_rules and not rs.unparsed_count
-        table_pieces = {name: dict(zip(map(id, pieces), pieces, strict=True))
-                             for name, pieces in self.merged.items()}
+        table_pieces = {name: self._by_id(name) for name in self.merged}
         if clean and cache.clean and cache.serial is not None and rs.tables.keys() == cache.table_pieces.keys():
             rs.changes = ChainChanges(cache.serial, {name: _changed_chains(
-                cache.table_pieces[name], table_pieces.get(name, {}),
+                *self._diff(name, cache.table_pieces[name], table_pieces.get(name, {})),
                 (cache.emptied.get(name, frozenset()) ^ self.base.emptied.get(name, frozenset()))
                 | cache.splits.get(name, set()) | self.splits.get(name, set())) for name in rs.tables})
         cache.serial, cache.clean, cache.emptied, cache.splits = rs.serial, clean, self.base.emptied, self.splits
@@ -495,7 +497,9 @@ class ReusingParser:
         if (previous is not None and before is not None and self.cache.clean and not self.fed_rules
                 and not self.cache.splits.get(table.name) and not table.endpoint_dnat and not table.ladders):
             table.endpoint_dnat, table.ladders = previous[0].copy(), previous[1].copy()
-            patch = _Patch(before)
+            # what the pieces put there: each entry but the "" of endpoint chains with no rule
+            emptied = self.cache.emptied.get(table.name, frozenset())
+            patch = _Patch(before, len(previous[0]) - sum(c in previous[0] for c in emptied), len(previous[1]))
         self.patches[table.name] = patch
         return patch
 
@@ -509,16 +513,32 @@ class ReusingParser:
         if table is None or patch is None:
             return
         self.patches[table.name] = None
-        merged = self.merged[table.name]
-        now = set(map(id, merged))
-        gone = [piece for key, piece in patch.before.items() if key not in now]
+        now = self._by_id(table.name)
+        gone = self._diff(table.name, patch.before, now)[0]
         emptied = self.cache.emptied.get(table.name, frozenset())
         splits = self.splits.setdefault(table.name, set())
-        came = patch.came
-        _patched(table.endpoint_dnat, _entries(_DNAT, came), _entries(_DNAT, gone), emptied,
-                 _entries(_DNAT, merged), _joined_dnat, splits)
-        _patched(table.ladders, _entries(_LADDERS, came), _entries(_LADDERS, gone), (),
-                 _entries(_LADDERS, merged), _joined, splits)
+        merged, came = self.merged[table.name], patch.came
+        _patched(table.endpoint_dnat, _entries(_DNAT, came), _entries(_DNAT, gone), emptied, patch.dnat_count,
+                 lambda: _entries(_DNAT, merged), _joined_dnat, splits)
+        _patched(table.ladders, _entries(_LADDERS, came), _entries(_LADDERS, gone), (), patch.ladder_count,
+                 lambda: _entries(_LADDERS, merged), _joined, splits)
+
+    def _diff(self, table: str, before: dict[int, Piece], now: dict[int, Piece]) -> tuple[list[Piece], list[Piece]]:
+        """_gone_and_came for a table, worked out once while no more pieces came (for the patch, then the
+        ChainChanges)."""
+        key = (id(before), id(now), len(now))
+        have = self.diffs.get(table)
+        if have is None or have[0] != key:
+            have = self.diffs[table] = (key, _gone_and_came(before, now))
+        return have[1]
+
+    def _by_id(self, table: str) -> dict[int, Piece]:
+        """The pieces merged into a table so far, by id (worked out once per table when no more came since)."""
+        merged = self.merged.get(table, [])
+        have = self.by_id.get(table)
+        if have is None or len(have) != len(merged):
+            have = self.by_id[table] = dict(zip(map(id, merged), merged, strict=True))
+        return have
 
     def _to_parser(self, text: str) -> None:
         """Lines for the Parser itself. It adds rules to the table's objects, so a ladder that came from a
@@ -569,6 +589,8 @@ class _Patch:
     """A table whose endpoint_dnat and ladders began as copies of the last read's."""
 
     before: dict[int, Piece]  # the last read's pieces of the table, by id
+    dnat_count: int  # the entries those pieces have in each store (each chain is in one piece)
+    ladder_count: int
     came: list[Piece] = field(default_factory=list)  # this read's pieces that are not among them
 
 
@@ -617,17 +639,20 @@ def _entries(store: Callable[[Piece], dict[str, T] | None], pieces: Iterable[Pie
 
 
 def _patched(store: dict[str, T], came: list[dict[str, T]], gone: list[dict[str, T]], stale: Iterable[str],
-             merged: list[dict[str, T]], join: Callable[[T, T], T], splits: set[str]) -> None:
-    """A store that began as the last read's, with the entries of the pieces that came since already in it:
-    the chains of the pieces gone, and `stale` ones, taken out unless a piece that came has them. Then it
-    must hold one entry per entry of the pieces merged; if not (a chain in two pieces), it is merged afresh."""
+             count: int, merged: Callable[[], list[dict[str, T]]], join: Callable[[T, T], T],
+             splits: set[str]) -> None:
+    """A store that began as the last read's, whose pieces had `count` entries, with the entries of the
+    pieces that came since already in it: the chains of the pieces gone, and `stale` ones, are taken out
+    unless a piece that came has them. It must then hold one entry per entry of this read's pieces, which
+    is the count less the gone pieces' entries and plus those that came; if not (a chain in two pieces),
+    it is merged afresh from all of them."""
     brought = set(itertools.chain.from_iterable(came))
     for chain in itertools.chain(itertools.chain.from_iterable(gone), stale):
         if chain not in brought:
             store.pop(chain, None)
-    if len(store) != sum(map(len, merged)):
+    if len(store) != count - sum(map(len, gone)) + sum(map(len, came)):
         store.clear()
-        _update_all(store, merged, join, splits)
+        _update_all(store, merged(), join, splits)
 
 
 def _update_all(store: dict[str, T], adds: list[dict[str, T]], join: Callable[[T, T], T], splits: set[str]) -> None:
@@ -659,27 +684,33 @@ def _append(store: dict[str, list[T]], add: dict[str, list[T]], splits: set[str]
         store[chain] = list(rules) if have is None else have + rules
 
 
-def _changed_chains(before: dict[int, Piece], now: dict[int, Piece], also: Iterable[str]) -> frozenset[str]:
-    """The chains whose entries differ between the pieces one read had and the other did not (a piece
-    parsed again is a new object), and `also` (chains split over pieces, endpoint chains with no rule).
-    A piece holds about eight chains: comparing entries keeps one changed chain from naming its
-    neighbours."""
+def _gone_and_came(before: dict[int, Piece], now: dict[int, Piece]) -> tuple[list[Piece], list[Piece]]:
+    """The pieces one read had and the next did not, and those the next had and the one before did not (a
+    piece parsed again is a new object)."""
+    return (list(map(before.__getitem__, before.keys() - now.keys())),
+            list(map(now.__getitem__, now.keys() - before.keys())))
+
+
+def _changed_chains(gone: list[Piece], came: list[Piece], also: Iterable[str]) -> frozenset[str]:
+    """The chains whose entries differ between the pieces gone and those that came (see _gone_and_came),
+    and `also` (chains split over pieces, endpoint chains with no rule). A piece holds about eight chains:
+    comparing entries keeps one changed chain from naming its neighbours."""
     changed = set(also)
-    gone = [before[key] for key in before.keys() - now.keys()]
-    came = [now[key] for key in now.keys() - before.keys()]
-    for store in ("dnat", "ladders", "dispatch", "plain"):
-        entries: list[dict[str, object]] = []
+    for store in (_DNAT, _LADDERS, _DISPATCH, _PLAIN):
+        sides: list[dict[str, object]] = []
         for pieces in (gone, came):
-            merged: dict[str, object] = {}
-            for piece in pieces:
-                part = getattr(piece, store)
-                if part:
-                    if not merged.keys().isdisjoint(part):  # a chain in two of these pieces: named, not compared
-                        changed.update(part.keys() & merged.keys())
-                    merged.update(part)
-            entries.append(merged)
-        old, new = entries
-        changed.update(chain for chain in old.keys() | new.keys() if old.get(chain) != new.get(chain))
+            parts: list[dict[str, object]] = _entries(store, pieces)
+            merged = dict(itertools.chain.from_iterable(map(dict.items, parts)))
+            if len(merged) != sum(map(len, parts)):  # a chain in two of these pieces: named, not compared
+                counts = collections.Counter(itertools.chain.from_iterable(parts))
+                changed.update(chain for chain, n in counts.items() if n > 1)
+            sides.append(merged)
+        old, new = sides
+        if store is _DNAT:  # strings: the differing entries found in C
+            changed.update(chain for chain, _ in old.items() ^ new.items())
+        else:
+            changed.update(old.keys() ^ new.keys())
+            changed.update(chain for chain in old.keys() & new.keys() if old[chain] != new[chain])
     return frozenset(changed)
 
 

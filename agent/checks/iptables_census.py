@@ -30,5 +30,6 @@ def census(table: Table) -> Census:
     legacy: tuple[str, ...] = ()
     if any(f"\n{prefix}" in text for prefix in LEGACY_PREFIXES):
         legacy = tuple(sorted(c for c in table.chains if c.startswith(LEGACY_PREFIXES)))
+    text += "\n"
     return Census(declared={prefix: text.count(f"\n{prefix}") for prefix in (SVC, SVL, EXT, FW)},
-                  userspace=tuple(sorted(set(USERSPACE_CHAINS).intersection(table.chains))), legacy=legacy)
+                  userspace=tuple(sorted(c for c in USERSPACE_CHAINS if f"\n{c}\n" in text)), legacy=legacy)

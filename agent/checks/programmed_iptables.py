@@ -11,6 +11,8 @@ A test compares the result with a fresh derivation after each of a series of cha
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -40,6 +42,8 @@ from agent.model.programmed import (
     Dispatch,
     ProgrammedPort,
 )
+
+_TARGET = operator.attrgetter("target")
 
 
 def _address(ip: str | None, port: str | None, family: int) -> str:
@@ -177,15 +181,15 @@ def _dispatch_inputs(nat: Table, filt: Table, key_of_target: Callable[[str], Ser
     """The dispatch rules of the Service ports (all, or `only` these), in rule order, nat before filter."""
     inputs: dict[ServicePortKey, _Inputs] = {}
     for chain in NAT_CHAINS:
-        for rule in nat.dispatch.get(chain, []):
-            key = key_of_target(rule.target)
-            if key is not None:
-                inputs.setdefault(key, []).append(rule)
+        rules = nat.dispatch.get(chain, [])
+        keys = list(map(key_of_target, map(_TARGET, rules)))  # (in C: KUBE-SERVICES has a rule per Service port)
+        for key, rule in zip(filter(None, keys), itertools.compress(rules, keys), strict=True):
+            inputs.setdefault(key, []).append(rule)
     for chain in FILTER_CHAINS:
         for rule in filt.dispatch.get(chain, []):
-            key = _filter_key(rule)
-            if key is not None and (only is None or key in only):
-                inputs.setdefault(key, []).append(_Filtered(rule))
+            filter_key = _filter_key(rule)
+            if filter_key is not None and (only is None or filter_key in only):
+                inputs.setdefault(filter_key, []).append(_Filtered(rule))
     return inputs
 
 
