@@ -56,8 +56,8 @@ from agent.model.iptables import ENDPOINT_PREFIX, ChainChanges, LadderChain, Rul
 # own (it ends where its run ends), so that a change to it or to a neighbour costs only one of the two.
 _CUT = re.compile(rb"\n-A (KUBE-SEP-[A-Z2-7]{15}[A-D]|KUBE-SV[CL]-[A-Z2-7]{15}[A-H]|KUBE-SERVICES|KUBE-NODEPORTS)"
                   rb" [^\n]*(?:\n-A \1 [^\n]*)*")
-# In a run of chain declarations, the start of a piece: a hash-named chain whose hash ends in A or B (one in
-# sixteen: pieces of about 20 lines), declared as a user chain
+# In a run of chain declarations, the start of a piece: a hash-named chain whose hash ends in A (one in
+# 32: pieces of about 30 lines), declared as a user chain
 _DECL_CUT = re.compile(rb"\n:KUBE-[A-Z]{2,3}-[A-Z2-7]{15}A - \[0:0\]")
 _NOT_DECL = re.compile(rb"\n(?!:)")
 _ALONE = frozenset({b"KUBE-SERVICES", b"KUBE-NODEPORTS"})
