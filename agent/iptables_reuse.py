@@ -528,10 +528,11 @@ class ReusingParser:
         emptied = self.cache.emptied.get(table.name, frozenset())
         splits = self.splits.setdefault(table.name, set())
         merged, came = self.merged[table.name], patch.came
+        once = len(now) == len(merged)  # no piece merged twice (the same bytes twice: its chains are joined)
         _patched(table.endpoint_dnat, _entries(_DNAT, came), _entries(_DNAT, gone), emptied, patch.dnat_count,
-                 lambda: _entries(_DNAT, merged), _joined_dnat, splits)
+                 once, lambda: _entries(_DNAT, merged), _joined_dnat, splits)
         _patched(table.ladders, _entries(_LADDERS, came), _entries(_LADDERS, gone), (), patch.ladder_count,
-                 lambda: _entries(_LADDERS, merged), _joined, splits)
+                 once, lambda: _entries(_LADDERS, merged), _joined, splits)
 
     def _diff(self, table: str, before: dict[int, Piece], now: dict[int, Piece]) -> tuple[list[Piece], list[Piece]]:
         """_gone_and_came for a table, worked out once while no more pieces came (for the patch, then the
@@ -649,18 +650,18 @@ def _entries(store: Callable[[Piece], dict[str, T] | None], pieces: Iterable[Pie
 
 
 def _patched(store: dict[str, T], came: list[dict[str, T]], gone: list[dict[str, T]], stale: Iterable[str],
-             count: int, merged: Callable[[], list[dict[str, T]]], join: Callable[[T, T], T],
+             count: int, once: bool, merged: Callable[[], list[dict[str, T]]], join: Callable[[T, T], T],
              splits: set[str]) -> None:
     """A store that began as the last read's, whose pieces had `count` entries, with the entries of the
     pieces that came since already in it: the chains of the pieces gone, and `stale` ones, are taken out
-    unless a piece that came has them. It must then hold one entry per entry of this read's pieces, which
-    is the count less the gone pieces' entries and plus those that came; if not (a chain in two pieces),
-    it is merged afresh from all of them."""
+    unless a piece that came has them. When each piece was merged `once`, it must then hold one entry per
+    entry of this read's pieces, which is the count less the gone pieces' entries and plus those that came;
+    if not (a chain in two pieces), it is merged afresh from all of them."""
     brought = set(itertools.chain.from_iterable(came))
     for chain in itertools.chain(itertools.chain.from_iterable(gone), stale):
         if chain not in brought:
             store.pop(chain, None)
-    if len(store) != count - sum(map(len, gone)) + sum(map(len, came)):
+    if not once or len(store) != count - sum(map(len, gone)) + sum(map(len, came)):
         store.clear()
         _update_all(store, merged(), join, splits)
 

@@ -176,6 +176,25 @@ def test_a_changed_read_patches_the_last_tables_and_merges_afresh_when_a_chain_c
         assert to_jsonable(read(cache, text_now, lines_per_block=97)) == to_jsonable(parse_text(text_now))
 
 
+def test_a_piece_read_twice_in_one_table_is_joined_with_itself_when_the_tables_are_patched() -> None:
+    """The same bytes twice in a table are one remembered piece merged twice: a count of the pieces' entries
+    must see both, as a whole parse does (it joins the chain's DNATs)."""
+    text = apply_partial("".join(generate(300, 3)), "")
+    cuts = [m.group(1) for m in re.finditer(r"\n-A (KUBE-SEP-\S+) ", text)
+            if re.fullmatch(r"KUBE-SEP-[A-Z2-7]{15}[A-D]", m.group(1))]
+    chains = list(dict.fromkeys(re.findall(r"\n-A (KUBE-SEP-\S+) ", text)))
+    # an endpoint chain that is a piece of its own: it starts a cut and so does the chain after it
+    alone = next(c for c in cuts if chains[chains.index(c) + 1] in cuts)
+    run = "".join(line + "\n" for line in text.splitlines() if line.startswith(f"-A {alone} "))
+    nat_end = text.index("COMMIT\n", text.index("*nat"))
+    twice = f"{text[:nat_end]}{run}{text[nat_end:]}"
+    cache = PieceCache()
+    read(cache, text)
+    second = read(cache, twice)
+    assert "," in second.table("nat").endpoint_dnat[alone]
+    assert to_jsonable(second) == to_jsonable(parse_text(twice))
+
+
 def test_dispatch_rules_of_services_long_gone_are_forgotten() -> None:
     cache = PieceCache()
     read(cache, "".join(generate(1200, 1)))
