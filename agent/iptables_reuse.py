@@ -336,12 +336,9 @@ class ReusingParser:
                 cut = found.start() if found else stop
             if cut == stop and carry and stop - pos <= MAX_CARRY:
                 return pos
-            if cut - pos > MAX_CARRY:  # too long for one piece (KUBE-SERVICES at 30k Services: 6 MB): cut at
-                # the last line end within MAX_CARRY of its start, a place its own bytes decide, not where a
-                # block happened to end, so that the next read cuts it alike and reuses both parts
-                line_end = buf.rfind(b"\n", pos + 1, pos + MAX_CARRY + 1)
-                if line_end > pos:
-                    cut = line_end
+            # too long for one piece (KUBE-SERVICES at 30k Services: 6 MB): cut where its own bytes decide,
+            # not where a block happened to end, so that the next read cuts it alike and reuses both parts
+            cut = _bounded(buf, [pos, cut])[1]
             self._piece(view[pos:cut])
             pos = cut
         return stop
