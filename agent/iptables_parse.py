@@ -14,10 +14,12 @@ in kube-proxy's order, unquoted one-word comments, `-X` in partial syncs, `-I` i
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Sequence
 
 from agent.model.iptables import (
+    COUNTED_PREFIXES,
     DISPATCH_CHAINS,
     DISPATCH_PREFIXES,
     ENDPOINT_PREFIX,
@@ -145,9 +147,9 @@ class Parser:
         self.declared_of: dict[str, dict[str, str]] = {}  # table -> its `declared`
         self._pending: dict[str, str] = {}  # KUBE-* jump target not declared (yet) in this table -> a rule
         self.emptied: dict[str, frozenset[str]] = {}  # table -> endpoint chains given "" at COMMIT (no rule)
-        # endpoint chains declared in the current table, while that is simply counted (a table opened a
-        # second time, chains deleted: None, and counted the long way at COMMIT)
-        self.endpoint_chains: int | None = None
+        # chains declared in the current table per COUNTED_PREFIXES (KUBE-SEP- first), while that is simply
+        # counted (a table opened a second time, chains deleted: None, and counted the long way)
+        self.counts: list[int] | None = None
 
     def result(self) -> RuleSet:
         if self.table is not None:  # input without a final COMMIT (restore input cut short)
@@ -183,7 +185,7 @@ class Parser:
             if self.table is None:
                 self.table = self.rs.tables[name] = Table(name)
             self.declared = self.declared_of.setdefault(name, {c: c for c in self.table.chains})
-            self.endpoint_chains = None if self.table.chains else 0
+            self.counts = None if self.table.chains else [0] * len(COUNTED_PREFIXES)
         elif line.strip() == "COMMIT":
             self._end_table()
         else:
@@ -192,8 +194,9 @@ class Parser:
     def _declare(self, table: Table, name: str) -> str:
         have = self.declared.get(name)
         if have is None:
-            if self.endpoint_chains is not None and name.startswith(ENDPOINT_PREFIX):
-                self.endpoint_chains += 1
+            if self.counts is not None and name.startswith("KUBE-"):
+                for i, prefix in enumerate(COUNTED_PREFIXES):
+                    self.counts[i] += name.startswith(prefix)
             have = self.declared[name] = name
             table.chains.append(name)
         return have
@@ -205,8 +208,8 @@ class Parser:
         known = self.known_names.get(self.table.name) if self.table is not None else None
         return list(map(known.get, names, names)) if known else names
 
-    def declare_all(self, names: Sequence[str], endpoint_chains: int) -> None:
-        """Declare these chains in the current table, in order (`endpoint_chains` of them KUBE-SEP): what
+    def declare_all(self, names: Sequence[str], counts: Sequence[int]) -> None:
+        """Declare these chains in the current table, in order (`counts` of them per COUNTED_PREFIXES): what
         their `:NAME` lines do, at the cost of a dict update when all are new (60k at 10k Services)."""
         table, declared = self.table, self.declared
         assert table is not None
@@ -214,10 +217,10 @@ class Parser:
         declared.update(zip(names, names, strict=True))
         if len(declared) == before + len(names):  # all new (the usual case): add them in one go
             table.chains.extend(names)
-            if self.endpoint_chains is not None:
-                self.endpoint_chains += endpoint_chains
+            if self.counts is not None:
+                self.counts = list(map(operator.add, self.counts, counts))
         else:  # some were declared before: keep the first declaration and its position
-            self.endpoint_chains = None
+            self.counts = None
             for name in names:
                 if declared[name] is name and name not in table.chains:
                     table.chains.append(name)
@@ -225,7 +228,7 @@ class Parser:
     def _command(self, table: Table, line: str) -> None:
         parts = line.split()
         cmd = parts[0]
-        self.endpoint_chains = None  # chains deleted, flushed: counted the long way at COMMIT
+        self.counts = None  # chains deleted, flushed: counted the long way
         if cmd in ("-N", "--new-chain") and len(parts) == 2:
             self._declare(table, parts[1])
         elif cmd in ("-X", "--delete-chain", "-F", "--flush"):
@@ -343,7 +346,7 @@ class Parser:
             return
         declared = self.declared
         if "\n:" in seg:
-            self.declare_all(self.chain_names(seg), seg.count("\n:" + ENDPOINT_PREFIX))
+            self.declare_all(self.chain_names(seg), declared_counts(seg))
         if "\n-" not in seg:  # declarations only (60k of them at 10k Services): no rule to look for
             return
         table.rule_count += seg.count("\n-A ") + seg.count("\n-I ")
@@ -414,11 +417,12 @@ class Parser:
             # an endpoint chain with no rule at all has no DNAT either (none such when every declared one has
             # a DNAT entry: all of those are declared)
             empty: set[str] = set()
-            if self.endpoint_chains is None or self.endpoint_chains != len(table.endpoint_dnat):
+            if self.counts is None or self.counts[0] != len(table.endpoint_dnat):
                 empty = {c for c in known - table.endpoint_dnat.keys() if c.startswith(ENDPOINT_PREFIX)}
             for chain in [c for c in table.chains if c in empty] if empty else []:
                 table.endpoint_dnat[chain] = ""
             self.emptied[table.name] = self.emptied.get(table.name, frozenset()) | empty
+            table.prefixes = None if self.counts is None else dict(zip(COUNTED_PREFIXES, self.counts, strict=True))
         self._pending.clear()
         self.table = None
 
@@ -431,6 +435,13 @@ _SEP_DNAT = re.compile(r"\n-A (KUBE-SEP-\S+) [^\n]* --to-destination (\S+)")
 # a KUBE-SVC/SVL rule: chain, what lies between, -j target (kube-proxy writes no such rule without -j or with -g)
 _LADDER_RULE = re.compile(r"\n-A (KUBE-SV[CL]-\S+) ([^\n]*)-j (\S+)[^\n]*")
 _OTHER_RULE = re.compile(r"\n(-[AI] (?!KUBE-SEP-|KUBE-SVC-|KUBE-SVL-)(\S+)[^\n]*)")
+
+
+def declared_counts(seg: str) -> tuple[int, ...]:
+    """How many chains `seg` (lines each after a "\\n") declares per COUNTED_PREFIXES."""
+    if "\n:KUBE-" not in seg:
+        return (0,) * len(COUNTED_PREFIXES)
+    return tuple(seg.count("\n:" + prefix) for prefix in COUNTED_PREFIXES)
 
 
 def parse_save(lines: Iterable[str], family: int = 4) -> RuleSet:

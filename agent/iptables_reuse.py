@@ -45,8 +45,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
-from agent.iptables_parse import Parser
-from agent.model.iptables import ENDPOINT_PREFIX, ChainChanges, LadderChain, Rule, RuleSet, Table
+from agent.iptables_parse import Parser, declared_counts
+from agent.model.iptables import ChainChanges, LadderChain, Rule, RuleSet, Table
 
 # The start of a run of one KUBE-SEP chain whose hash ends in A-D (one in eight), or of one KUBE-SVC/SVL
 # chain whose hash ends in A-H (one in four: a ladder has several rules, so its pieces would be long),
@@ -89,10 +89,10 @@ class Piece:
 
 @dataclass(frozen=True, slots=True)
 class Declared:
-    """The parse of a piece of chain declarations: the names in order, and how many are endpoint chains."""
+    """The parse of a piece of chain declarations: the names in order, and how many per COUNTED_PREFIXES."""
 
     names: tuple[str, ...]
-    endpoint_chains: int
+    counts: tuple[int, ...]
 
 
 @dataclass
@@ -237,7 +237,7 @@ class ReusingParser:
             if isinstance(item, Piece):
                 self.batch.append(item)  # it passed the jump check at this very point last time
             elif isinstance(item, Declared):
-                self.base.declare_all(item.names, item.endpoint_chains)
+                self.base.declare_all(item.names, item.counts)
             else:
                 self._apply_other(item)
 
@@ -317,9 +317,9 @@ class ReusingParser:
             return
         if declared is None:
             text = buf[start:end].decode("utf-8", "replace")
-            declared = Declared(tuple(self.base.chain_names(text)), text.count("\n:" + ENDPOINT_PREFIX))
+            declared = Declared(tuple(self.base.chain_names(text)), declared_counts(text))
         self.declared[key] = declared
-        self.base.declare_all(declared.names, declared.endpoint_chains)
+        self.base.declare_all(declared.names, declared.counts)
 
     def _rules(self, buf: bytes, start: int, stop: int, carry: bool) -> int:
         """Parse or reuse the pieces between start and stop. When they reach the end of the block (carry),

@@ -26,10 +26,18 @@ class Census:
 
 @by_identity  # the reader hands back unchanged tables as the same objects
 def census(table: Table) -> Census:
-    text = "\n" + "\n".join(table.chains)
-    legacy: tuple[str, ...] = ()
-    if any(f"\n{prefix}" in text for prefix in LEGACY_PREFIXES):
-        legacy = tuple(sorted(c for c in table.chains if c.startswith(LEGACY_PREFIXES)))
-    text += "\n"
+    counted = table.prefixes
+    if counted is not None:  # counted by the parser while it declared them: no pass over the names
+        userspace = () if not counted["KUBE-PORTALS-"] + counted["KUBE-NODEPORT-"] else tuple(
+            sorted(set(USERSPACE_CHAINS).intersection(table.chains)))
+        legacy = () if not counted["KUBE-XLB-"] else _with_prefix(table, LEGACY_PREFIXES)
+        return Census({prefix: counted[prefix] for prefix in (SVC, SVL, EXT, FW)}, userspace, legacy)
+    text = "\n" + "\n".join(table.chains) + "\n"
     return Census(declared={prefix: text.count(f"\n{prefix}") for prefix in (SVC, SVL, EXT, FW)},
-                  userspace=tuple(sorted(c for c in USERSPACE_CHAINS if f"\n{c}\n" in text)), legacy=legacy)
+                  userspace=tuple(sorted(c for c in USERSPACE_CHAINS if f"\n{c}\n" in text)),
+                  legacy=_with_prefix(table, LEGACY_PREFIXES) if any(f"\n{p}" in text for p in LEGACY_PREFIXES)
+                  else ())
+
+
+def _with_prefix(table: Table, prefixes: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted(c for c in table.chains if c.startswith(prefixes)))

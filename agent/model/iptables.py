@@ -17,6 +17,12 @@ DISPATCH_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES", 
 DISPATCH_PREFIXES = ("KUBE-EXT-", "KUBE-FW-")
 LADDER_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-")
 ENDPOINT_PREFIX = "KUBE-SEP-"
+# Chain name prefixes the parser counts while declaring: kube-proxy's hashed chains, pre-1.24 KUBE-XLB-,
+# and userspace mode's KUBE-PORTALS-* / KUBE-NODEPORT-* (not KUBE-NODEPORTS)
+COUNTED_PREFIXES = ("KUBE-SEP-", "KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-", "KUBE-PORTALS-",
+                    "KUBE-NODEPORT-")
+# Not part of a saved snapshot (agent/serial.py skips it): it only relates objects of one process.
+TRANSIENT = {"transient": True}
 
 
 @dataclass(slots=True)  # many of them: no per-object __dict__
@@ -65,11 +71,12 @@ class Table:
     dispatch: dict[str, list[Rule]] = field(default_factory=dict)  # DISPATCH_CHAINS, KUBE-EXT-/KUBE-FW- chains
     ladders: dict[str, LadderChain] = field(default_factory=dict)  # KUBE-SVC-/KUBE-SVL- chains
     endpoint_dnat: dict[str, str] = field(default_factory=dict)  # KUBE-SEP chain -> "ip:port" ("" when none)
+    # COUNTED_PREFIXES -> how many chains are declared with it, when the parser counted them as it declared
+    # them (None: count `chains`); 60k names at 10k Services are not scanned again by every check
+    prefixes: dict[str, int] | None = field(default=None, compare=False, metadata=TRANSIENT)
 
 
 _serials = itertools.count(1)
-# Not part of a saved snapshot (agent/serial.py skips it): it only relates objects of one process.
-TRANSIENT = {"transient": True}
 
 
 @dataclass(frozen=True)
