@@ -135,7 +135,7 @@ def programmed_ports_of(rs: RuleSet) -> list[ProgrammedPort]:
     order = prior.order if prior is not None and same_keys else sorted(now)  # (service, protocol)
     _previous[rs.family] = _Derived(rs.serial, names, {name: t.dispatch for name, t in rs.tables.items()},
                                     rs.table("nat").ladders, now, order)
-    return [port for port in map(now.__getitem__, order) if port is not None]
+    return list(filter(None, map(now.__getitem__, order)))  # (None: a port whose inputs program nothing)
 
 
 def _all_inputs(rs: RuleSet, names: Names) -> dict[ServicePortKey, _Inputs]:
