@@ -107,11 +107,11 @@ def _endpoint_rules(name: str, svc: str, ep: str, left: int) -> list[str]:
             f"-A {sep} -m comment --comment {name} -m tcp -p tcp -j DNAT --to-destination {ep}\n"]
 
 
-def changed_endpoints(services: int, endpoints: int, every: int) -> Iterator[str]:
+def changed_endpoints(services: int, endpoints: int, every: int, back: bool = False) -> Iterator[str]:
     """A partial sync as kube-proxy writes it (restore with --noflush) after the first endpoint of every
-    `every`-th Service of `generate(services, endpoints)` moved to a new pod IP: the Service's KUBE-SVC
-    chain is declared again (which flushes it) and rewritten, the new KUBE-SEP chain written, and the old
-    one flushed (declared) and deleted."""
+    `every`-th Service of `generate(services, endpoints)` moved to a new pod IP (`back`: moved back again):
+    the Service's KUBE-SVC chain is declared again (which flushes it) and rewritten, the new KUBE-SEP chain
+    written, and the old one flushed (declared) and deleted."""
     chains: list[str] = []
     rules: list[str] = []
     deleted: list[str] = []
@@ -121,8 +121,9 @@ def changed_endpoints(services: int, endpoints: int, every: int) -> Iterator[str
         name, cip = f"ns{i}/svc{i}:p80", _ip(CLUSTER_BASE, i + 1)
         svc = service_chain(SVC, name, "tcp")
         eps = [f"{_ip(POD_BASE, i * endpoints + e)}:8080" for e in range(endpoints)]
-        deleted.append(endpoint_chain(name, "tcp", eps[0]))
-        eps[0] = f"{_ip(POD_BASE, services * endpoints + i)}:8080"
+        moved = f"{_ip(POD_BASE, services * endpoints + i)}:8080"
+        old, eps[0] = (moved, eps[0]) if back else (eps[0], moved)
+        deleted.append(endpoint_chain(name, "tcp", old))
         chains += [svc, endpoint_chain(name, "tcp", eps[0])]
         rules.append(f'-A {svc} -m comment --comment "{name} cluster IP" -m tcp -p tcp -d {cip} --dport 80 '
                      f"! -s {POD_CIDR} -j KUBE-MARK-MASQ\n")

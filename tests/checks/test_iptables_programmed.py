@@ -150,3 +150,20 @@ def test_a_few_changed_services_rebuild_only_their_ports() -> None:
             changed_endpoints(1000, 3, every=100)))))
     assert len(built) == 10  # the ten changed Services, no neighbour
     assert sum(a is not b for a, b in zip(first, second, strict=True)) == 10
+
+
+def test_the_benchmarks_partial_sync_moved_back_gives_the_rules_it_began_with() -> None:
+    """bench/bench_iptables.py alternates a partial sync and its way back: each must be a real change that
+    the checks find sound, and the way back must restore every chain's rules."""
+    from agent.checks import iptables_services
+    from bench.gen_iptables import changed_endpoints, generate
+    from tests.rulesets import apply_partial
+
+    base = apply_partial("".join(generate(300, 3)), "")
+    there = apply_partial(base, "".join(changed_endpoints(300, 3, every=100)))
+    back = apply_partial(there, "".join(changed_endpoints(300, 3, every=100, back=True)))
+    nat = [parse_text(text).table("nat") for text in (base, there, back)]
+    assert nat[1].endpoint_dnat != nat[0].endpoint_dnat and nat[1].ladders != nat[0].ladders
+    assert (nat[2].endpoint_dnat, nat[2].ladders, sorted(nat[2].chains)) == \
+        (nat[0].endpoint_dnat, nat[0].ladders, sorted(nat[0].chains))
+    assert {f.id for f in iptables_services.findings_of(parse_text(there))} == {"iptables.service_has_no_endpoints"}
