@@ -3,13 +3,15 @@ sight, young garbage is collected first, and the hourly full collection frees cy
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import gc
 import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from agent.heap import HeapKeeper
+from agent.heap import HeapKeeper, fix_mmap_threshold
 
 
 class Node:
@@ -54,3 +56,23 @@ def test_a_frozen_cycle_is_freed_by_the_periodic_full_collection() -> None:
     keeper.last_full -= 3600
     keeper.settle()
     assert ref() is None  # ...until the full collection an hour on
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+def test_large_blocks_stay_mapped_after_a_larger_one_was_freed() -> None:
+    """glibc would raise its mmap threshold to the size of a freed block (here 4 MiB) and take the next
+    1 MiB tables from the heap, whose high-water mark never comes down; fixed, they stay mapped."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    assert fix_mmap_threshold()
+    large = bytearray(4 << 20)
+    del large  # freed: glibc would now raise its threshold to 4 MiB
+    for _ in range(3):
+        before = libc.mallinfo2().hblkhd
+        block = bytearray(1 << 20)
+        assert libc.mallinfo2().hblkhd - before >= 1 << 20
+        del block
