@@ -4,6 +4,7 @@ applied to a restore input as iptables-restore --noflush applies them."""
 from __future__ import annotations
 
 from agent.iptables_reuse import PieceCache, ReusingParser
+from agent.kube_hash import SVC, service_chain
 from agent.model import Finding
 from agent.model.iptables import RuleSet
 from agent.model.programmed import ProgrammedPort
@@ -86,6 +87,11 @@ def change_sequence() -> list[tuple[str, str]]:
     rung = next(line for line in last.splitlines() if '"ns9/svc9:p80 -> ' in line and "--probability" in line)
     then("a probability changed", last := last.replace(rung, rung.replace("--probability 0.", "--probability 0.1")))
     then("nothing", last)
+    orphan = service_chain(SVC, "ns-x/orphan:p80", "tcp")  # a Service chain no dispatch rule jumps to
+    with_orphan = apply_partial(last, f"*nat\n:{orphan} - [0:0]\n-A {orphan} -m comment --comment "
+                                      f'"ns-x/orphan:p80 -> 10.1.0.1:8080" -j {rung.split()[-1]}\nCOMMIT\n')
+    then("a Service chain nothing jumps to", with_orphan)
+    then("and gone again", last)
     then("a Service's name gone from every comment", last := _drop_lines(
         last.replace('-m comment --comment "ns11/svc11:p80 cluster IP" ', ""), "-A KUBE-SERVICES ", '"ns11/svc11:'))
     then("a has-no-endpoints reject", last := apply_partial(last, (

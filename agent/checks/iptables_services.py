@@ -5,6 +5,7 @@ case, as this node sees it). Chains are named after their Service by hash, not b
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from agent.catalogue import finding
 from agent.checks.iptables_census import census
@@ -14,7 +15,7 @@ from agent.checks.memo import by_identity, carried
 from agent.checks.programmed_iptables import endpoint_users
 from agent.iptables_parse import jump_target
 from agent.model import Finding, Snapshot
-from agent.model.iptables import DISPATCH_PREFIXES, LadderChain, RuleSet
+from agent.model.iptables import DISPATCH_PREFIXES, LadderChain, Rule, RuleSet
 
 TOLERANCE = 1e-6  # iptables-save prints kube-proxy's 10-digit probability back as an 11-digit one
 
@@ -100,21 +101,56 @@ _REFERRED_FROM = (
 )
 
 
+_EXPECTED_IN = dict(_REFERRED_FROM)
+
+
+@dataclass(frozen=True)
+class _Unreferenced:
+    """What the last look for unreferenced chains of a family worked from, and what it found."""
+
+    serial: int
+    dispatch: dict[str, list[Rule]]  # its nat dispatch and plain chains (the dicts themselves): the jumps
+    plain: dict[str, list[str]]
+    targets: set[str]
+    by_rules: bool  # the hashed chains were those with rules (see below)
+    chains: frozenset[str]  # the hashed chains no rule jumps to
+
+
+# family -> the last look: after a partial sync that left the nat dispatch and plain chains alone (most of
+# them: the jumps to the per-Service chains are in KUBE-SERVICES), only the chains that changed are looked at.
+_unreferenced_last: dict[int, _Unreferenced] = carried({})
+
+
 def _unreferenced(rs: RuleSet, names: Names) -> Iterator[Finding]:
-    nat = rs.table("nat")
-    targets = {r.target for rules in nat.dispatch.values() for r in rules}
-    targets.update(jump_target(text) for rules in nat.plain.values() for text in rules)
-    expected_in = dict(_REFERRED_FROM)
-    prefixes = tuple(expected_in)
-    # The hashed chains are those with rules (ladders, KUBE-EXT/FW dispatch chains) when as many are
-    # declared: no pass over 60k chain names then.
-    with_rules = [*nat.ladders, *(c for c in nat.dispatch if c.startswith(DISPATCH_PREFIXES))]
-    hashed = with_rules if sum(census(nat).declared.values()) == len(with_rules) else \
-        [c for c in nat.chains if c.startswith(prefixes)]
-    for chain in sorted(c for c in hashed if c not in targets):
+    for chain in sorted(_unreferenced_chains(rs)):
         subject, service = _label(names, chain)
         yield finding("iptables.service_chain_unreferenced", subject, service=service, evidence={
-            "chain": chain, "expected_in": expected_in[chain[:chain.index("-", 5) + 1]], "family": rs.family})
+            "chain": chain, "expected_in": _EXPECTED_IN[chain[:chain.index("-", 5) + 1]], "family": rs.family})
+
+
+def _unreferenced_chains(rs: RuleSet) -> frozenset[str]:
+    nat = rs.table("nat")
+    # The hashed chains are those with rules (ladders, KUBE-EXT/FW dispatch chains) when as many are
+    # declared: no pass over 60k chain names then.
+    hashed_dispatch = [c for c in nat.dispatch if c.startswith(DISPATCH_PREFIXES)]
+    by_rules = sum(census(nat).declared.values()) == len(nat.ladders) + len(hashed_dispatch)
+    prior = _unreferenced_last.get(rs.family)
+    changes = rs.changes_since(prior.serial if prior is not None else None)
+    changed = changes.chains.get("nat", frozenset()) if changes is not None else frozenset()
+    if (prior is not None and changes is not None and by_rules and prior.by_rules
+            and not any(c in nat.dispatch or c in nat.plain or c in prior.dispatch or c in prior.plain
+                        for c in changed)):
+        targets = prior.targets  # the same jumps: only the changed chains can have come or gone
+        chains = frozenset(c for c in prior.chains if c not in changed).union(
+            c for c in changed if c in nat.ladders and c not in targets)
+    else:
+        targets = {r.target for rules in nat.dispatch.values() for r in rules}
+        targets.update(jump_target(text) for rules in nat.plain.values() for text in rules)
+        hashed = [*nat.ladders, *hashed_dispatch] if by_rules else \
+            [c for c in nat.chains if c.startswith(tuple(_EXPECTED_IN))]
+        chains = frozenset(c for c in hashed if c not in targets)
+    _unreferenced_last[rs.family] = _Unreferenced(rs.serial, nat.dispatch, nat.plain, targets, by_rules, chains)
+    return chains
 
 
 def _endpoint_chains(rs: RuleSet, names: Names) -> Iterator[Finding]:
