@@ -150,7 +150,7 @@ class ReusingParser:
         # table -> the last read's endpoint_dnat and ladders, until this read's table begins as copies of them
         self.previous: dict[str, tuple[dict[str, str], dict[str, LadderChain]]] = {}
         self.patches: dict[str, _Patch | None] = {}  # table -> how its stores are being patched (None: merged)
-        self.by_id: dict[str, dict[int, Piece]] = {}  # see _by_id
+        self.by_id: dict[str, dict[int, Piece]] = {}  # table -> the pieces merged into it, by id
         self.diffs: dict[str, tuple[tuple[int, int, int], tuple[list[Piece], list[Piece]]]] = {}  # see _diff
         self.splits: dict[str, set[str]] = {}  # table -> chains whose rules came in two pieces
         self.fed_rules = False  # a rule or command went to the Parser outside a piece: no ChainChanges
@@ -188,14 +188,13 @@ class ReusingParser:
         if len(cache.rules) > 2 * sum(map(len, in_use)) + 1024:  # rules long gone: keep only this read's
             cache.rules = {rule.text: rule for rules in in_use for rule in rules}
         clean = not self.fed_rules and not rs.unparsed_count
-        table_pieces = {name: self._by_id(name) for name in self.merged}
         if clean and cache.clean and cache.serial is not None and rs.tables.keys() == cache.table_pieces.keys():
             rs.changes = ChainChanges(cache.serial, {name: _changed_chains(
-                *self._diff(name, cache.table_pieces[name], table_pieces.get(name, {})),
+                *self._diff(name, cache.table_pieces[name], self.by_id.get(name, {})),
                 (cache.emptied.get(name, frozenset()) ^ self.base.emptied.get(name, frozenset()))
                 | cache.splits.get(name, set()) | self.splits.get(name, set())) for name in rs.tables})
         cache.serial, cache.clean, cache.emptied, cache.splits = rs.serial, clean, self.base.emptied, self.splits
-        cache.table_pieces = {name: table_pieces.get(name, {}) for name in rs.tables}
+        cache.table_pieces = {name: self.by_id.get(name, {}) for name in rs.tables}
         cache.tokens, cache.lengths, cache.quick, cache.ruleset = self.tokens, self.lengths, self.quick, rs
         cache.order = list(map(self.pieces.get, self.tokens))
         # Chain names as this read's objects (the Parser's own name -> name dicts): the next read's declarations
@@ -478,6 +477,7 @@ class ReusingParser:
         table = base.table
         assert table is not None
         self.merged.setdefault(table.name, []).extend(batch)
+        self.by_id.setdefault(table.name, {}).update(zip(map(id, batch), batch, strict=True))
         splits = self.splits.setdefault(table.name, set())
         # (map and filter over attrgetters: loops in C, over 8k pieces at 10k Services)
         table.rule_count += sum(map(_RULE_COUNT, batch))
@@ -489,6 +489,7 @@ class ReusingParser:
         if patch is not None:  # only the pieces the last read did not have change anything
             came = [p for p in batch if id(p) not in patch.before]
             patch.came += came
+            collections.deque(map(patch.unseen.pop, map(id, batch), itertools.repeat(None)), maxlen=0)  # (in C)
             table.endpoint_dnat.update(itertools.chain.from_iterable(map(dict.items, _entries(_DNAT, came))))
             table.ladders.update(itertools.chain.from_iterable(map(dict.items, _entries(_LADDERS, came))))
             return
@@ -508,7 +509,8 @@ class ReusingParser:
             table.endpoint_dnat, table.ladders = previous[0].copy(), previous[1].copy()
             # what the pieces put there: each entry but the "" of endpoint chains with no rule
             emptied = self.cache.emptied.get(table.name, frozenset())
-            patch = _Patch(before, len(previous[0]) - sum(c in previous[0] for c in emptied), len(previous[1]))
+            patch = _Patch(before, len(previous[0]) - sum(c in previous[0] for c in emptied), len(previous[1]),
+                           dict(before))
         self.patches[table.name] = patch
         return patch
 
@@ -522,8 +524,10 @@ class ReusingParser:
         if table is None or patch is None:
             return
         self.patches[table.name] = None
-        now = self._by_id(table.name)
-        gone = self._diff(table.name, patch.before, now)[0]
+        now, gone = self.by_id[table.name], list(patch.unseen.values())
+        # what _diff would work out, known here without going over every piece again
+        self.diffs[table.name] = ((id(patch.before), id(now), len(now)),
+                                  (gone, list(dict(zip(map(id, patch.came), patch.came, strict=True)).values())))
         emptied = self.cache.emptied.get(table.name, frozenset())
         splits = self.splits.setdefault(table.name, set())
         merged, came = self.merged[table.name], patch.came
@@ -541,14 +545,6 @@ class ReusingParser:
         if have is None or have[0] != key:
             have = self.diffs[table] = (key, _gone_and_came(before, now))
         return have[1]
-
-    def _by_id(self, table: str) -> dict[int, Piece]:
-        """The pieces merged into a table so far, by id (worked out once per table when no more came since)."""
-        merged = self.merged.get(table, [])
-        have = self.by_id.get(table)
-        if have is None or len(have) != len(merged):
-            have = self.by_id[table] = dict(zip(map(id, merged), merged, strict=True))
-        return have
 
     def _to_parser(self, text: str) -> None:
         """Lines for the Parser itself. It adds rules to the table's objects, so a ladder that came from a
@@ -601,6 +597,7 @@ class _Patch:
     before: dict[int, Piece]  # the last read's pieces of the table, by id
     dnat_count: int  # the entries those pieces have in each store (each chain is in one piece)
     ladder_count: int
+    unseen: dict[int, Piece]  # those not merged again yet: at the table's end, the pieces gone
     came: list[Piece] = field(default_factory=list)  # this read's pieces that are not among them
 
 
