@@ -41,7 +41,7 @@ def fix_mmap_threshold() -> bool:
     endpoint chains, 60k chain names) come from the heap, whose high-water mark stays: at 10k Services,
     peak RSS grew by 7-8 MiB over the first changed reads (10 MiB over 16 with the earlier code), and
     reached 101 MiB in the benchmark. Fixed at 512 KiB, above the save's 256 KiB blocks (which then keep
-    reusing heap memory: at 128 KiB each read paid 30-60 ms of page faults for them), it was 97-99 MiB.
+    reusing heap memory: at 128 KiB each read paid 30-60 ms of page faults for them), it was 97-100 MiB.
     Not a host change: it only concerns this process's allocator."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
