@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from agent.model.iptables import (
-    COUNTED_PREFIXES,
+    COUNTED,
     DISPATCH_CHAINS,
     DISPATCH_PREFIXES,
     ENDPOINT_PREFIX,
@@ -147,7 +147,7 @@ class Parser:
         self.declared_of: dict[str, dict[str, str]] = {}  # table -> its `declared`
         self._pending: dict[str, str] = {}  # KUBE-* jump target not declared (yet) in this table -> a rule
         self.emptied: dict[str, frozenset[str]] = {}  # table -> endpoint chains given "" at COMMIT (no rule)
-        # chains declared in the current table per COUNTED_PREFIXES (KUBE-SEP- first), while that is simply
+        # chains declared in the current table per COUNTED (KUBE-SEP- first), while that is simply
         # counted (a table opened a second time, chains deleted: None, and counted the long way)
         self.counts: list[int] | None = None
 
@@ -185,7 +185,7 @@ class Parser:
             if self.table is None:
                 self.table = self.rs.tables[name] = Table(name)
             self.declared = self.declared_of.setdefault(name, {c: c for c in self.table.chains})
-            self.counts = None if self.table.chains else [0] * len(COUNTED_PREFIXES)
+            self.counts = None if self.table.chains else [0] * len(COUNTED)
         elif line.strip() == "COMMIT":
             self._end_table()
         else:
@@ -195,7 +195,7 @@ class Parser:
         have = self.declared.get(name)
         if have is None:
             if self.counts is not None and name.startswith("KUBE-"):
-                for i, prefix in enumerate(COUNTED_PREFIXES):
+                for i, prefix in enumerate(COUNTED):
                     self.counts[i] += name.startswith(prefix)
             have = self.declared[name] = name
             table.chains.append(name)
@@ -209,7 +209,7 @@ class Parser:
         return list(map(known.get, names, names)) if known else names
 
     def declare_all(self, names: Sequence[str], counts: Sequence[int]) -> None:
-        """Declare these chains in the current table, in order (`counts` of them per COUNTED_PREFIXES): what
+        """Declare these chains in the current table, in order (`counts` of them per COUNTED): what
         their `:NAME` lines do, at the cost of a dict update when all are new (60k at 10k Services)."""
         table, declared = self.table, self.declared
         assert table is not None
@@ -422,7 +422,7 @@ class Parser:
             for chain in [c for c in table.chains if c in empty] if empty else []:
                 table.endpoint_dnat[chain] = ""
             self.emptied[table.name] = self.emptied.get(table.name, frozenset()) | empty
-            table.prefixes = None if self.counts is None else dict(zip(COUNTED_PREFIXES, self.counts, strict=True))
+            table.prefixes = None if self.counts is None else dict(zip(COUNTED, self.counts, strict=True))
         self._pending.clear()
         self.table = None
 
@@ -438,10 +438,10 @@ _OTHER_RULE = re.compile(r"\n(-[AI] (?!KUBE-SEP-|KUBE-SVC-|KUBE-SVL-)(\S+)[^\n]*
 
 
 def declared_counts(seg: str) -> tuple[int, ...]:
-    """How many chains `seg` (lines each after a "\\n") declares per COUNTED_PREFIXES."""
+    """How many chains `seg` (lines each after a "\\n") declares per COUNTED."""
     if "\n:KUBE-" not in seg:
-        return (0,) * len(COUNTED_PREFIXES)
-    return tuple(seg.count("\n:" + prefix) for prefix in COUNTED_PREFIXES)
+        return (0,) * len(COUNTED)
+    return tuple(seg.count("\n:" + prefix) for prefix in COUNTED)
 
 
 def parse_save(lines: Iterable[str], family: int = 4) -> RuleSet:

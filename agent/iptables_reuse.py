@@ -89,7 +89,7 @@ class Piece:
 
 @dataclass(frozen=True, slots=True)
 class Declared:
-    """The parse of a piece of chain declarations: the names in order, and how many per COUNTED_PREFIXES."""
+    """The parse of a piece of chain declarations: the names in order, and how many per COUNTED."""
 
     names: tuple[str, ...]
     counts: tuple[int, ...]

@@ -21,6 +21,9 @@ ENDPOINT_PREFIX = "KUBE-SEP-"
 # and userspace mode's KUBE-PORTALS-* / KUBE-NODEPORT-* (not KUBE-NODEPORTS)
 COUNTED_PREFIXES = ("KUBE-SEP-", "KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-", "KUBE-PORTALS-",
                     "KUBE-NODEPORT-")
+KUBE_PREFIX = "KUBE-"
+# What the parser counts: those, and every KUBE-* chain (kube_chain_count), last
+COUNTED = (*COUNTED_PREFIXES, KUBE_PREFIX)
 # Not part of a saved snapshot (agent/serial.py skips it): it only relates objects of one process.
 TRANSIENT = {"transient": True}
 
@@ -71,7 +74,7 @@ class Table:
     dispatch: dict[str, list[Rule]] = field(default_factory=dict)  # DISPATCH_CHAINS, KUBE-EXT-/KUBE-FW- chains
     ladders: dict[str, LadderChain] = field(default_factory=dict)  # KUBE-SVC-/KUBE-SVL- chains
     endpoint_dnat: dict[str, str] = field(default_factory=dict)  # KUBE-SEP chain -> "ip:port" ("" when none)
-    # COUNTED_PREFIXES -> how many chains are declared with it, when the parser counted them as it declared
+    # COUNTED -> how many chains are declared with it, when the parser counted them as it declared
     # them (None: count `chains`); 60k names at 10k Services are not scanned again by every check
     prefixes: dict[str, int] | None = field(default=None, compare=False, metadata=TRANSIENT)
 
@@ -112,7 +115,9 @@ class RuleSet:
         return self.changes if self.changes is not None and self.changes.since == serial else None
 
     def kube_chain_count(self) -> int:
-        return sum(1 for t in self.tables.values() for c in t.chains if c.startswith("KUBE-"))
+        """KUBE-* chains in all tables (the parser's count where it has one: 60k names at 10k Services)."""
+        return sum(t.prefixes[KUBE_PREFIX] if t.prefixes is not None else
+                   sum(1 for c in t.chains if c.startswith(KUBE_PREFIX)) for t in self.tables.values())
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """The census of a table's chains (agent/checks/iptables_census.py) is the same whether the parser counted
-the chain prefixes while declaring them (Table.prefixes) or the census counts the names itself."""
+the chain prefixes while declaring them (Table.prefixes) or the census counts the names itself; so is
+the count of KUBE-* chains."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def test_a_counted_census_equals_one_that_counts_the_names(parse: Callable[[str]
         for table in rs.tables.values():
             counted += table.prefixes is not None
             assert census(table) == census(dataclasses.replace(table, prefixes=None)), table.name
+        scanned = {name: dataclasses.replace(table, prefixes=None) for name, table in rs.tables.items()}
+        assert rs.kube_chain_count() == dataclasses.replace(rs, tables=scanned).kube_chain_count()
     assert counted > 20  # the parser did count (and the last text has every kind of leftover)
     leftover = parse(_texts()[-1]).table("nat")
     assert census(leftover).userspace == ("KUBE-NODEPORT-CONTAINER", "KUBE-PORTALS-HOST")
