@@ -43,8 +43,7 @@ class IpvsUnavailable(Exception):
 
 
 def read_virtual_servers() -> list[VirtualServer]:
-    from pyroute2 import IPVS, IPVSService
-    from pyroute2.netlink.exceptions import NetlinkError
+    from agent.pyroute2_parts import IPVS, IPVSService, NetlinkError
 
     try:
         ipvs = IPVS()
@@ -107,7 +106,7 @@ def real_server(msg: Any) -> RealServer:
 # kube-ipvs0 -------------------------------------------------------------------------------------------
 
 def read_interface() -> tuple[bool, list[str]]:
-    from pyroute2 import IPRoute
+    from agent.pyroute2_parts import IPRoute
 
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=INTERFACE)

@@ -12,11 +12,10 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from pyroute2 import IPRoute
-
 from agent.collect import veth_peers
 from agent.collect.base import CollectContext
 from agent.model.links import Bridge, BridgePort, Links
+from agent.pyroute2_parts import IPRoute
 
 IFF_UP = 0x1
 IFF_PROMISC = 0x100

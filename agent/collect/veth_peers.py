@@ -23,10 +23,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from pyroute2 import IPRoute
-
 from agent.collect.base import CollectContext, read_text
 from agent.model.links import BridgePort
+from agent.pyroute2_parts import IPRoute
 
 NETNSA_NSID_NOT_ASSIGNED = (-1, 4294967295)  # the kernel's -1, as pyroute2 may decode it unsigned
 # Where runtimes bind-mount pod namespaces (containerd and CRI-O: /var/run/netns; Docker: its own dir).

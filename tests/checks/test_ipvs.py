@@ -188,10 +188,10 @@ def recorded() -> str:
 
 
 def read_with_kernel(monkeypatch: pytest.MonkeyPatch, services: list[Service]) -> list[VirtualServer]:
-    import pyroute2
+    from agent import pyroute2_parts
 
     standin = KernelStandIn(services)
-    monkeypatch.setattr(pyroute2, "IPVS", lambda: standin)
+    monkeypatch.setattr(pyroute2_parts, "IPVS", lambda: standin)
     vss = read_virtual_servers()
     assert standin.closed
     return vss
