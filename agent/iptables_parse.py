@@ -150,6 +150,10 @@ class Parser:
         # chains declared in the current table per COUNTED (KUBE-SEP- first), while that is simply
         # counted (a table opened a second time, chains deleted: None, and counted the long way)
         self.counts: list[int] | None = None
+        # Set by agent/iptables_reuse.py for a table whose endpoint_dnat and ladders it patched from the last
+        # read's, whose chains were all declared: the only chains of those two stores that may be undeclared
+        # at COMMIT (50k lookups at 10k Services, missing the CPU cache, are not made again)
+        self.stray_suspects: tuple[Table, set[str]] | None = None
 
     def result(self) -> RuleSet:
         if self.table is not None:  # input without a final COMMIT (restore input cut short)
@@ -407,10 +411,13 @@ class Parser:
                     text = text if text.startswith("-") else "-A ? " + text
                     self.rs.dangling.append(Jump(table.name, text.split(" ", 2)[1], target, text))
             known = self.declared.keys()  # set operations: a table may have 60k chains
+            suspects = self.stray_suspects[1] if self.stray_suspects and self.stray_suspects[0] is table else None
+            patched = (table.endpoint_dnat, table.ladders) if suspects is not None else ()
             for store in (table.endpoint_dnat, table.ladders, table.dispatch, table.plain):
-                if store.keys() <= known:  # the usual case, checked without building a set
+                maybe = suspects.intersection(store) if suspects is not None and store in patched else store.keys()
+                if maybe <= known:  # the usual case, checked without building a set
                     continue
-                stray = store.keys() - known
+                stray = maybe - known
                 for chain in [c for c in store if c in stray]:
                     self._unparsed(f"-A {chain} ...", "rules for an undeclared chain")
                     self._flush(table, chain)
@@ -424,6 +431,7 @@ class Parser:
             self.emptied[table.name] = self.emptied.get(table.name, frozenset()) | empty
             table.prefixes = None if self.counts is None else dict(zip(COUNTED, self.counts, strict=True))
         self._pending.clear()
+        self.stray_suspects = None
         self.table = None
 
 

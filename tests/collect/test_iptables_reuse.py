@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from agent.iptables_parse import parse_text
+from agent.iptables_parse import Parser, parse_text
 from agent.iptables_reuse import PieceCache
 from agent.model.iptables import RuleSet
 from agent.serial import to_jsonable
@@ -157,6 +157,59 @@ def test_a_reused_piece_still_shows_a_jump_to_a_chain_no_longer_declared() -> No
     second = read(cache, gone)
     assert to_jsonable(second) == to_jsonable(parse_text(gone))
     assert "KUBE-MARK-MASQ" in {jump.target for jump in second.dangling}
+
+
+def test_rules_of_undeclared_chains_are_found_when_the_tables_are_patched(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A patched table's stores are checked for undeclared chains only where one can be: the chains of
+    pieces that came, and those declared last time and not now. Only pieces reused, not parsed, bring such
+    chains there (a parsed one, or one jumping to a chain gone, goes to the Parser, which checks it): rules
+    of a chain nothing jumps to, left when its declaration went, and a piece whose very bytes another table
+    has, reused from there. In changed reads (the endpoint DNATs and ladders patched), both read as a whole
+    parse reads them: unparsed, and flushed."""
+    base = apply_partial("".join(generate(300, 3)), "")
+    some_sep = re.findall(r"\n-A (KUBE-SEP-\S+) ", base)[0]
+    orphans = {"KUBE-SEP-ORPHANORPHANORPA": "-p tcp -j DNAT --to-destination 10.98.0.1:80",
+               "KUBE-SVC-ORPHANORPHANORPA": f"-j {some_sep}"}  # each a piece of its own (an A hash starts one)
+    strays = {"KUBE-SEP-STRAYSTRAYSTRAYA": "-p tcp -j DNAT --to-destination 10.99.0.1:80",
+              "KUBE-SVC-STRAYSTRAYSTRAYA": "-j RETURN"}
+
+    def build(declared: bool, stray_in_nat: bool, dnat_net: str) -> str:
+        """base, with the orphans (declared or not) at nat's end, and the stray pieces in filter (declared
+        there) and maybe in nat (not declared); `dnat_net` changes endpoints so that each read differs."""
+        nat = base.index("*nat\n")
+        nat_decls, nat_end = base.index(":", nat), base.index("COMMIT\n", nat)
+        filt_decls, filt_end = base.index(":", base.index("*filter\n")), base.index("COMMIT\n")
+        decls = "".join(f":{chain} - [0:0]\n" for chain in orphans) if declared else ""
+        rules = "".join(f"-A {chain} {rule}\n" for chain, rule in orphans.items())
+        stray_rules = "".join(f"-A {chain} {rule}\n" for chain, rule in strays.items())
+        text = (base[:filt_decls] + "".join(f":{chain} - [0:0]\n" for chain in strays) + base[filt_decls:filt_end]
+                + stray_rules + base[filt_end:nat_decls] + decls + base[nat_decls:nat_end] + rules
+                + (stray_rules if stray_in_nat else "") + base[nat_end:])
+        return text.replace("10.1.0.", dnat_net)
+
+    checked_by_suspects: list[bool] = []  # by the ReusingParser's Parser at nat's COMMIT
+    end_table, reading = Parser._end_table, False
+
+    def spy(parser: Parser) -> None:
+        if reading and parser.table is not None and parser.table.name == "nat":
+            checked_by_suspects.append(parser.stray_suspects is not None)
+        end_table(parser)
+
+    monkeypatch.setattr(Parser, "_end_table", spy)
+    cache = PieceCache()
+    read(cache, build(True, False, "10.1.0."))
+    clean = (build(True, False, "10.1.0."), set())
+    for now, undeclared in ((build(False, False, "10.9.0."), set(orphans)), clean,
+                            (build(True, True, "10.9.0."), set(strays)), clean,
+                            (build(False, True, "10.9.0."), {*orphans, *strays})):
+        reading = True
+        got = read(cache, now, lines_per_block=97)
+        reading = False
+        assert to_jsonable(got) == to_jsonable(parse_text(now))
+        assert {line.split()[-2] for line in got.unparsed if "undeclared chain" in line} == undeclared
+        assert not undeclared & (got.table("nat").endpoint_dnat.keys() | got.table("nat").ladders.keys())
+    # patched after each clean read (a read with unparsed lines is no base for patching: merged afresh)
+    assert checked_by_suspects == [True, False, True, False, True]
 
 
 def test_a_changed_read_patches_the_last_tables_and_merges_afresh_when_a_chain_comes_in_two_pieces() -> None:
