@@ -153,9 +153,25 @@ def _unreferenced_chains(rs: RuleSet) -> frozenset[str]:
     return chains
 
 
+# family -> serial of the RuleSet last looked at, when none of its endpoint chains lacked a DNAT (None: some
+# did): then only a chain changed since can lack one (50k values not scanned again after a partial sync)
+_dnat_complete: dict[int, int | None] = carried({})
+
+
+def _some_endpoint_chain_lacks_dnat(rs: RuleSet) -> bool:
+    dnat = rs.table("nat").endpoint_dnat
+    changes = rs.changes_since(_dnat_complete.get(rs.family))
+    if changes is not None:
+        lacking = any(dnat.get(chain) == "" for chain in changes.chains.get("nat", ()))
+    else:
+        lacking = "" in dnat.values()  # seen in C
+    _dnat_complete[rs.family] = None if lacking else rs.serial
+    return lacking
+
+
 def _endpoint_chains(rs: RuleSet, names: Names) -> Iterator[Finding]:
     nat = rs.table("nat")
-    if "" not in nat.endpoint_dnat.values():  # the usual case, seen in C
+    if not _some_endpoint_chain_lacks_dnat(rs):  # the usual case
         return
     broken = sorted(chain for chain, dnat in nat.endpoint_dnat.items() if not dnat)
     users = endpoint_users(nat) if broken else {}
