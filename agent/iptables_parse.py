@@ -412,9 +412,9 @@ class Parser:
                     self.rs.dangling.append(Jump(table.name, text.split(" ", 2)[1], target, text))
             known = self.declared.keys()  # set operations: a table may have 60k chains
             suspects = self.stray_suspects[1] if self.stray_suspects and self.stray_suspects[0] is table else None
-            patched = (table.endpoint_dnat, table.ladders) if suspects is not None else ()
-            for store in (table.endpoint_dnat, table.ladders, table.dispatch, table.plain):
-                maybe = suspects.intersection(store) if suspects is not None and store in patched else store.keys()
+            stores = ((table.endpoint_dnat, True), (table.ladders, True), (table.dispatch, False), (table.plain, False))
+            for store, patched in stores:
+                maybe = suspects.intersection(store) if suspects is not None and patched else store.keys()
                 if maybe <= known:  # the usual case, checked without building a set
                     continue
                 stray = maybe - known
