@@ -532,19 +532,16 @@ class ReusingParser:
         splits = self.splits.setdefault(table.name, set())
         merged, came = self.merged[table.name], patch.came
         once = len(now) == len(merged)  # no piece merged twice (the same bytes twice: its chains are joined)
-        dnat_came, ladders_came = _entries(_DNAT, came), _entries(_LADDERS, came)
-        held = _patched(table.endpoint_dnat, dnat_came, _entries(_DNAT, gone), emptied, patch.dnat_count,
-                        once, lambda: _entries(_DNAT, merged), _joined_dnat, splits)
-        held = _patched(table.ladders, ladders_came, _entries(_LADDERS, gone), (), patch.ladder_count,
-                        once, lambda: _entries(_LADDERS, merged), _joined, splits) and held
+        dnat_brought = _patched(table.endpoint_dnat, _entries(_DNAT, came), _entries(_DNAT, gone), emptied,
+                                patch.dnat_count, once, lambda: _entries(_DNAT, merged), _joined_dnat, splits)
+        ladders_brought = _patched(table.ladders, _entries(_LADDERS, came), _entries(_LADDERS, gone), (),
+                                   patch.ladder_count, once, lambda: _entries(_LADDERS, merged), _joined, splits)
         gone_names = self._gone()
-        if held and gone_names is not None:
+        if dnat_brought is not None and ladders_brought is not None and gone_names is not None:
             # The last read's entries had declared chains (its COMMIT flushed any other). So only a chain that
             # came in a piece, or was declared then and is not now, can be undeclared (until more rules or
             # commands reach the Parser: see _to_parser).
-            self.base.stray_suspects = (table, set(itertools.chain(
-                itertools.chain.from_iterable(dnat_came), itertools.chain.from_iterable(ladders_came),
-                gone_names[1])))
+            self.base.stray_suspects = (table, dnat_brought | ladders_brought | gone_names[1])
 
     def _diff(self, table: str, before: dict[int, Piece], now: dict[int, Piece]) -> tuple[list[Piece], list[Piece]]:
         """_gone_and_came for a table, worked out once while no more pieces came (for the patch, then the
@@ -674,12 +671,13 @@ def _entries(store: Callable[[Piece], dict[str, T] | None], pieces: Iterable[Pie
 
 def _patched(store: dict[str, T], came: list[dict[str, T]], gone: list[dict[str, T]], stale: Iterable[str],
              count: int, once: bool, merged: Callable[[], list[dict[str, T]]], join: Callable[[T, T], T],
-             splits: set[str]) -> bool:
+             splits: set[str]) -> set[str] | None:
     """A store that began as the last read's, whose pieces had `count` entries, with the entries of the
     pieces that came since already in it: the chains of the pieces gone, and `stale` ones, are taken out
     unless a piece that came has them. When each piece was merged `once`, it must then hold one entry per
     entry of this read's pieces, which is the count less the gone pieces' entries and plus those that came;
-    if not (a chain in two pieces), it is merged afresh from all of them (False: the patch did not hold)."""
+    if not (a chain in two pieces), it is merged afresh from all of them. Returns the chains the pieces
+    that came brought, or None when the patch did not hold."""
     brought = set(itertools.chain.from_iterable(came))
     for chain in itertools.chain(itertools.chain.from_iterable(gone), stale):
         if chain not in brought:
@@ -687,8 +685,8 @@ def _patched(store: dict[str, T], came: list[dict[str, T]], gone: list[dict[str,
     if not once or len(store) != count - sum(map(len, gone)) + sum(map(len, came)):
         store.clear()
         _update_all(store, merged(), join, splits)
-        return False
-    return True
+        return None
+    return brought
 
 
 def _update_all(store: dict[str, T], adds: list[dict[str, T]], join: Callable[[T, T], T], splits: set[str]) -> None:

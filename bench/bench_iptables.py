@@ -13,7 +13,7 @@ check and programmed_ports; around each read the process holds and settles its h
 scheduler does around each run (agent/heap.py). RUNS runs, each in a fresh process from the same rules;
 the table shows the medians over all reads of a kind, the median ratio of each read to its own bare save
 with their range, and svcdoctor's peak RSS (the largest VmHWM of those processes, interpreter and imports
-included, about 40 MiB; the save child is not counted). Needs root.
+included, about 36 MiB; the save child is not counted). Needs root.
 
     python bench/bench_iptables.py 1000:legacy 10000:legacy 1000:nft 10000:nft [--endpoints 5]
 """
