@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.gen_iptables import changed_endpoints, generate  # noqa: E402
 
-NODE_BASE = REPO.parent / "shared" / "fixtures" / "kube-proxy" / "iptables" / "node-base.rules"
+NODE_BASE = REPO / "tests" / "fixtures" / "kube-proxy" / "iptables" / "node-base.rules"
 RUNS = 5
 READS = 5  # unchanged and changed reads per run: one bare save alone varies by 10-20%
 

@@ -26,7 +26,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 STANDINS = Path(__file__).resolve().parent / "standins"
 DATA = Path(__file__).resolve().parent / "data"
-FIXTURES = Path(os.environ.get("SVCDOCTOR_FIXTURES", REPO.parent / "shared" / "fixtures" / "kube-proxy"))
+FIXTURES = REPO / "tests" / "fixtures" / "kube-proxy"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PY = sys.executable
 BIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

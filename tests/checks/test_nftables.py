@@ -1,7 +1,7 @@
 """nftables mode from kube-proxy's own tables: the structure checks, and the per-Service view
 (programmed_ports) the expected-vs-actual comparison consumes.
 
-Snapshots are built offline from `../shared/fixtures/kube-proxy/nftables/NAME.nft-list.{json,txt}`
+Snapshots are built offline from `tests/fixtures/kube-proxy/nftables/NAME.nft-list.{json,txt}`
 (`nft -j list table` / `nft list table ip kube-proxy` after loading the fixture) through the
 collector's own parsers: the maps and sets from the JSON, the chains from the text, as the collector
 reads them live; the same fixtures loaded into a netns are in tests/integration/test_nftables.py.

@@ -1,4 +1,4 @@
-"""nftables mode on real kernel state: kube-proxy's own tables (`../shared/fixtures/kube-proxy/nftables/`)
+"""nftables mode on real kernel state: kube-proxy's own tables (`tests/fixtures/kube-proxy/nftables/`)
 loaded with `nft -f` into a fresh netns, a stand-in kube-proxy started with `--proxy-mode=nftables`
 (and its /proxyMode answering "nftables"), and `svcdoctor check` run inside. Faults are made with
 `nft` commands on the loaded table, the way a person or a buggy tool would.
