@@ -5,7 +5,7 @@ wireguard, nl80211, ...) to export their names. The agent uses two classes, whos
 need that __init__: so the package is entered through a shell, an empty module for `pyroute2` that finds
 the submodules where they are installed. The first time anything asks the shell for a name it does not
 have (`from pyroute2 import NDB`, `pyroute2.IPRoute`), it runs the real __init__ in itself, once, so
-other code importing pyroute2 still gets all of it. Measured: README, design notes.
+other code importing pyroute2 still gets all of it. Measured: docs/design.md.
 """
 
 from __future__ import annotations
