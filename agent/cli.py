@@ -15,6 +15,7 @@ from pathlib import Path
 from agent import __version__
 from agent.catalogue import load
 from agent.collect import iptables as iptables_source
+from agent.collect.base import CollectError
 from agent.collect.cluster import ClusterProvider, FileProvider
 from agent.config import DEFAULT_PORT, Config
 from agent.model import SEVERITIES, Severity, Snapshot
@@ -89,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", parents=[common], help="check this node once and print a report")
     c.add_argument("--json", action="store_true", help="print the svcdoctor/v1 JSON document")
+    c.add_argument("--all", dest="all_findings", action="store_true",
+                   help="list every info finding (by default a long run of one id is a count)")
     c.add_argument("--from", dest="from_file", type=Path, metavar="FILE",
                    help="re-run the checks on a saved snapshot instead of this host")
     c.add_argument("--snapshot-out", type=Path, metavar="FILE", help="save what was collected")
@@ -118,7 +121,13 @@ def config_from(args: argparse.Namespace) -> Config:
 def cluster_provider(cfg: Config, *, live: bool) -> ClusterProvider | None:
     """Where the expected state comes from: a file, the live API (in-cluster or kubeconfig), or nowhere."""
     if cfg.cluster_state is not None:
-        return FileProvider(cfg.cluster_state, cfg.node_name)
+        from_file = FileProvider(cfg.cluster_state, cfg.node_name)
+        if not live:  # a one-shot check with a file that cannot be used is a usage error, not a finding
+            try:
+                from_file.state()
+            except CollectError as exc:
+                raise UsageError(str(exc)) from None
+        return from_file
     if not cfg.api or (cfg.kubeconfig is None and not os.environ.get("KUBERNETES_SERVICE_HOST")):
         return None
     from agent.collect.kubeapi import KubeApiProvider, api_client_from
@@ -157,7 +166,7 @@ def cmd_check(args: argparse.Namespace, cfg: Config) -> int:
     if args.json:
         sys.stdout.write(json.dumps(document(report), indent=1) + "\n")
     else:
-        sys.stdout.write(text.render(report, colour=sys.stdout.isatty()))
+        sys.stdout.write(text.render(report, colour=sys.stdout.isatty(), all_findings=args.all_findings))
     return EXIT_FINDINGS if any(f.severity != "info" for f in report.findings) else EXIT_OK
 
 
@@ -171,10 +180,21 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
+def setup_logging(*, verbose: bool) -> None:
+    """svcdoctor's own steps at INFO (DEBUG with -v); libraries only when something is wrong.
+
+    pyroute2 logs every netlink message at DEBUG, and urllib3 logs each of its retries as a warning; an
+    unreachable API server is reported once, as `api.unreachable`, not as a dozen retry lines.
+    """
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("svcdoctor").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("urllib3", "kubernetes", "pyroute2"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # bad flags: argparse exits 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s")
+    setup_logging(verbose=args.verbose)
     try:
         cfg = config_from(args)
         return cmd_check(args, cfg) if args.command == "check" else cmd_serve(args, cfg)

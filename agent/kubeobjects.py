@@ -21,6 +21,7 @@ from agent.model.cluster import (
 ZONE_LABEL = "topology.kubernetes.io/zone"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
+MAX_NODE_NAMES = 50  # enough to show a mistyped --node-name; a big cluster's list is not evidence
 TOPOLOGY_ANNOTATIONS = ("service.kubernetes.io/topology-mode", "service.kubernetes.io/topology-aware-hints")
 
 
@@ -141,8 +142,12 @@ def state_from_items(items: list[dict[str, Any]], node_name: str, origin: str, f
             state.services.append(compact_service(obj))
         elif kind == "EndpointSlice":
             state.slices.append(compact_slice(obj))
-        elif kind == "Node" and obj.get("metadata", {}).get("name") == node_name:
-            state.node = compact_node(obj)
+        elif kind == "Node":
+            name = obj.get("metadata", {}).get("name")
+            if len(state.node_names) < MAX_NODE_NAMES and isinstance(name, str):
+                state.node_names.append(name)
+            if name == node_name:
+                state.node = compact_node(obj)
         elif kind == "Pod" and obj.get("spec", {}).get("nodeName") == node_name:
             state.pods.append(compact_pod(obj))
     return state

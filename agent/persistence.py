@@ -52,7 +52,7 @@ class LagTracker:
 
     def observe(self, report: Report) -> None:
         cluster = report.snapshot.cluster.data
-        if cluster is None or not report.snapshot.cluster.ok or not cluster.usable:
+        if cluster is None or not report.snapshot.cluster.ok or not cluster.comparable:
             return
         out_of_sync = {f.service for f in report.findings if f.id.startswith(DEBOUNCED_PREFIX) and f.service}
         now = report.snapshot.taken_at

@@ -8,6 +8,7 @@ one thread per interval. Subprocesses inside collectors have their own timeouts 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import traceback
@@ -24,6 +25,7 @@ from agent.collect.cluster import ClusterProvider
 from agent.config import Config
 from agent.model import CheckSettings, Finding, Snapshot, Source
 
+log = logging.getLogger("svcdoctor.runner")
 SOURCE_FIELDS = frozenset(name for name, f in Snapshot.__dataclass_fields__.items() if str(f.type).startswith("Source"))
 
 
@@ -36,6 +38,15 @@ class Report:
     proxy_mode: str | None
     generated_at: float
     check_duration_s: float = 0.0
+
+
+def _outcome(src: Source[Any]) -> str:
+    """What `-v` says of a source: read, absent (and why: the checks that need it are skipped), or failed."""
+    if not src.ok:
+        return f"failed ({src.error}); checks that need it are skipped"
+    if src.absent:
+        return f"absent ({src.note or 'not there'}); checks that need it are skipped"
+    return "read"
 
 
 @dataclass
@@ -117,8 +128,11 @@ class Runner:
         sources.update(self._run_phase(2, ctx))
         for name in SOURCE_FIELDS - sources.keys():  # a runner with a subset of collectors (tests, replays)
             sources[name] = Source(name=name, ok=True, absent=True, note="not collected by this runner")
+        for name, src in sorted(sources.items()):
+            log.debug("source %s: %s (%.2fs)", name, _outcome(src), src.duration_s)
+        fields: dict[str, Any] = dict(sources)  # one keyword per Source field of the Snapshot
         return Snapshot(node=self.cfg.node_name, taken_at=taken_at, agent_version=__version__,
-                        settings=CheckSettings(grace_s=self.cfg.grace_s), **sources)
+                        settings=CheckSettings(grace_s=self.cfg.grace_s), **fields)
 
     # checking ----------------------------------------------------------------------------------------
     def check(self, snap: Snapshot) -> Report:

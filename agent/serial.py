@@ -2,14 +2,15 @@
 
 Snapshots must round-trip through JSON (support bundles, `check --from`, replay in tests) without a
 schema library: every snapshot type is a plain dataclass whose fields are primitives, lists, dicts,
-optionals or other dataclasses, and this module converts both ways from the annotations alone.
+optionals or other dataclasses, and this module converts both ways from the annotations alone. A file
+read back is checked against the same annotations (`load_strict`): a snapshot from elsewhere is input.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import types
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
 
@@ -50,40 +51,87 @@ def _substitute(tp: Any, mapping: dict[Any, Any]) -> Any:
     return origin[args]
 
 
-def from_jsonable(tp: Any, value: Any) -> Any:
-    """Rebuild a value of type `tp` from what `to_jsonable` produced."""
+class SchemaError(ValueError):
+    """A value that does not have the shape its type hints say: the message names where (`a.b[3].c`)."""
+
+
+_PRIMITIVES: dict[Any, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,),
+                                            type(None): (type(None),)}
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def load_strict(tp: Any, value: Any, where: str, may_omit: frozenset[type] = frozenset()) -> Any:
+    """Rebuild a value of type `tp` from what `to_jsonable` produced, checking it on the way: every value
+    must have its hinted type and every field must be present.
+
+    Only the defaulted fields of the classes in `may_omit` may be left out (areas added to the snapshot
+    later default to "not collected", which is true of an older snapshot). Anything else missing would
+    silently become a default that means something (a Source with no `ok` reads as failed), so it is an
+    error, as is a wrong type: a replayed snapshot must say what was collected, or be refused.
+    """
     if tp is Any:
         return value
     origin = get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise SchemaError(f"{where}: {value!r} is not one of {', '.join(map(repr, get_args(tp)))}")
+        return value
     if origin in (Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
         non_none = [a for a in args if a is not type(None)]
-        return from_jsonable(non_none[0], value) if len(non_none) == 1 else value
-    if origin in (list, set, frozenset):
-        (item,) = get_args(tp) or (Any,)
-        return origin(from_jsonable(item, v) for v in value)
-    if origin is tuple:
+        if len(non_none) == 1:
+            return load_strict(non_none[0], value, where, may_omit)
+        for arg in non_none:
+            if arg in _PRIMITIVES and isinstance(value, _PRIMITIVES[arg]) and not _is_bool_for_number(arg, value):
+                return value
+        raise SchemaError(f"{where}: {_kind(value)} is not {tp}")
+    if origin in (list, set, frozenset, tuple):
+        if not isinstance(value, list):
+            raise SchemaError(f"{where}: expected a list, got {_kind(value)}")
         args = get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(from_jsonable(args[0], v) for v in value)
-        return tuple(from_jsonable(a, v) for a, v in zip(args, value, strict=True))
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(args) != len(value):
+                raise SchemaError(f"{where}: expected {len(args)} items, got {len(value)}")
+            pairs = enumerate(zip(args, value, strict=True))
+            return tuple(load_strict(a, v, f"{where}[{i}]", may_omit) for i, (a, v) in pairs)
+        item = args[0] if args else Any
+        return origin(load_strict(item, v, f"{where}[{i}]", may_omit) for i, v in enumerate(value))
     if origin is dict:
+        if not isinstance(value, dict):
+            raise SchemaError(f"{where}: expected an object, got {_kind(value)}")
         kt, vt = get_args(tp) or (Any, Any)
-        return {from_jsonable(kt, k): from_jsonable(vt, v) for k, v in value.items()}
+        return {load_strict(kt, k, f"{where} key", may_omit): load_strict(vt, v, f"{where}[{k!r}]", may_omit)
+                for k, v in value.items()}
     cls = origin if origin is not None else tp
     if isinstance(cls, type) and dataclasses.is_dataclass(cls):
+        if not isinstance(value, dict):
+            raise SchemaError(f"{where}: expected an object, got {_kind(value)}")
         mapping = dict(zip(getattr(cls, "__parameters__", ()), get_args(tp), strict=False))
         hints = _hints(cls)
-        kwargs = {
-            f.name: from_jsonable(_substitute(hints[f.name], mapping), value[f.name])
-            for f in dataclasses.fields(cls)
-            if f.name in value and f.init
-        }
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if not f.init or f.metadata.get("transient"):
+                continue
+            if f.name not in value:
+                defaulted = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+                if cls in may_omit and defaulted:
+                    continue
+                raise SchemaError(f"{where}.{f.name}: missing")
+            kwargs[f.name] = load_strict(_substitute(hints[f.name], mapping), value[f.name], f"{where}.{f.name}",
+                                         may_omit)
         return cls(**kwargs)
-    if tp is float and isinstance(value, int):
-        return float(value)
-    if tp is int and isinstance(value, str):
-        return int(value)
+    if tp in _PRIMITIVES:
+        if not isinstance(value, _PRIMITIVES[tp]) or _is_bool_for_number(tp, value):
+            raise SchemaError(f"{where}: expected {tp.__name__}, got {_kind(value)}")
+        return float(value) if tp is float else value  # type: ignore[arg-type]  # checked just above
     return value
+
+
+def _is_bool_for_number(tp: Any, value: Any) -> bool:
+    """JSON true is not a number, though Python's bool is an int."""
+    return tp in (int, float) and isinstance(value, bool)

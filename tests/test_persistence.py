@@ -6,7 +6,15 @@ import dataclasses
 
 from agent.catalogue import finding
 from agent.model import Finding
-from agent.model.cluster import ClusterState, EndpointSpec, ServicePortSpec, ServiceSpec, SlicePort, SliceSpec
+from agent.model.cluster import (
+    ClusterState,
+    EndpointSpec,
+    NodeSpec,
+    ServicePortSpec,
+    ServiceSpec,
+    SlicePort,
+    SliceSpec,
+)
 from agent.persistence import LagTracker, Persistence
 from agent.runner import Report
 from tests.snapshots import NOW, healthy
@@ -44,7 +52,7 @@ def test_a_changed_difference_starts_over() -> None:
 
 
 def _cluster(change: float) -> ClusterState:
-    return ClusterState(origin="t", fetched_at=change, services=[ServiceSpec(
+    return ClusterState(origin="t", fetched_at=change, node=NodeSpec("test-node"), services=[ServiceSpec(
         "ns1", "svc1", "ClusterIP", cluster_ips=["172.30.0.41"], ports=[ServicePortSpec("p80", "TCP", 80)])],
         slices=[SliceSpec("ns1", "svc1-a", "svc1", "IPv4", ports=[SlicePort("p80", 80, "TCP")],
                           endpoints=[EndpointSpec("10.0.0.1")], last_change=change)])

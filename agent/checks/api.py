@@ -1,4 +1,4 @@
-"""api.unreachable: the API server could not be reached; say what that leaves unchecked."""
+"""The API side itself: the API server could not be reached, or it does not know this node."""
 
 from __future__ import annotations
 
@@ -10,9 +10,15 @@ from agent.model import Finding, Snapshot
 
 def check(snap: Snapshot) -> Iterator[Finding]:
     src = snap.cluster
-    if not src.ok or src.data is None or src.data.api_error is None:
+    if not src.ok or src.data is None:
         return
     state = src.data
+    if state.usable and state.node is None:
+        yield finding("api.node_not_found", snap.node, evidence={
+            "node": snap.node, "origin": state.origin, "nodes": state.node_names,
+            "names": ", ".join(state.node_names) or "no Node at all"})
+    if state.api_error is None:
+        return
     consequence = (f"Service rules are compared with the last state it sent, {state.stale_seconds:.0f}s old"
                    if state.usable else "Service rules are not compared with the API on this node")
     yield finding("api.unreachable", snap.node, evidence={

@@ -31,7 +31,8 @@ def check(snap: Snapshot) -> Iterator[Finding]:
     if http.healthz_error is not None or (http.healthz_status is not None and http.healthz_status != 200):
         detail = http.healthz_error or str(http.healthz_body or "")
         yield finding("kube_proxy.unhealthy", snap.node, evidence={
-            "url": http.healthz_url, "status": http.healthz_status if http.healthz_status else "no answer",
+            "url": http.healthz_url, "status": http.healthz_status,
+            "answer": f"answered {http.healthz_status}" if http.healthz_status else "did not answer",
             "detail": detail, "body": http.healthz_body})
     last, queued = http.metrics.get(LAST_SYNC), http.metrics.get(LAST_QUEUED)
     if last is None or queued is None:

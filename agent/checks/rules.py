@@ -42,7 +42,7 @@ def settling(exp: ExpectedPort, rules_read_at: float, grace: float) -> bool:
 
 def _compare_endpoints(exp: ExpectedPort, prog: ProgrammedPort, mode: str, chain: str,
                        want: set[str] | None, have: set[str]) -> Iterator[Finding]:
-    base = {"mode": mode, "chain": chain}
+    base = {"mode": mode, "chain": chain or "no endpoint chain"}
     if exp.topology_filtered and want is not None:
         # Zone hints: kube-proxy may program any non-empty subset of the usable endpoints.
         for ep in sorted(have - exp.usable_endpoints):
@@ -128,8 +128,8 @@ def compare(expected: list[ExpectedPort], view: ProgrammedServices,
 
 def check(snap: Snapshot) -> Iterator[Finding]:
     src = snap.cluster
-    if not src.ok or src.data is None or not src.data.usable:
-        return  # no cluster state: nothing to compare with (agent.source_failed / api.unreachable say why)
+    if not src.ok or src.data is None or not src.data.comparable:
+        return  # nothing to compare with (agent.source_failed / api.unreachable / api.node_not_found say why)
     view = programmed(snap)
     if view is None:
         return

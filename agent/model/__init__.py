@@ -17,12 +17,14 @@ from agent.model.ipvs import IpvsState
 from agent.model.kubelet_log import KubeletLog
 from agent.model.links import Bridge, BridgePort, Links
 from agent.model.nftables import NftablesState
-from agent.serial import from_jsonable, to_jsonable
+from agent.serial import SchemaError, load_strict, to_jsonable
 
 __all__ = ["Bridge", "BridgePort", "ClusterState", "CniState", "IptablesState", "IpvsState", "Links",
            "NftablesState"]
 
 T = TypeVar("T")
+
+SNAPSHOT_SCHEMA = 1  # bumped when a saved snapshot's meaning changes; older ones still load, newer ones do not
 
 Severity = Literal["critical", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
@@ -121,6 +123,7 @@ class Snapshot:
     cluster: Source[ClusterState] = field(default_factory=lambda: Source("cluster", ok=True, absent=True))
     kubelet_log: Source[KubeletLog] = field(default_factory=lambda: Source("kubelet_log", ok=True, absent=True))
     settings: CheckSettings = field(default_factory=CheckSettings)
+    schema_version: int = SNAPSHOT_SCHEMA  # older snapshots, written before it existed, are version 1
 
     def sources(self) -> list[Source[Any]]:
         return [v for v in vars(self).values() if isinstance(v, Source)]
@@ -130,7 +133,26 @@ class Snapshot:
 
     @classmethod
     def from_json(cls, text: str) -> Snapshot:
-        snap: Snapshot = from_jsonable(cls, json.loads(text))
+        """A saved snapshot, checked against this version's types: raises SchemaError (a ValueError)
+        with one line saying where it is wrong."""
+        try:
+            raw = json.loads(text)
+        except RecursionError:
+            raise SchemaError("snapshot: nested too deeply to be a snapshot") from None
+        except ValueError as exc:
+            raise SchemaError(f"snapshot: not JSON ({exc})") from None
+        if not isinstance(raw, dict):
+            raise SchemaError("snapshot: expected an object")
+        version = raw.get("schema_version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= SNAPSHOT_SCHEMA:
+            raise SchemaError(f"snapshot: schema_version {version!r} is not one this svcdoctor reads "
+                              f"(1 to {SNAPSHOT_SCHEMA})")
+        try:
+            snap: Snapshot = load_strict(cls, raw, "snapshot", may_omit=frozenset({cls}))
+        except RecursionError:
+            raise SchemaError("snapshot: nested too deeply to be a snapshot") from None
+        except TypeError as exc:  # a dataclass refusing what the hints allowed: still the file's fault
+            raise SchemaError(f"snapshot: {exc}") from None
         return snap
 
 

@@ -90,3 +90,10 @@ class ClusterState:
     stale_seconds: float = 0.0  # >0 when the API is unreachable and this is the last good state
     api_error: str | None = None  # why the API could not be reached (then stale_seconds says how old this is)
     usable: bool = True  # False when there is no state, or the last good one is older than the allowed age
+    node_names: list[str] = field(default_factory=list)  # Nodes the source named (a file: all; at most 50 kept)
+
+    @property
+    def comparable(self) -> bool:
+        """Rules may be compared with this state: it is fresh enough and has this node's Node object. Without
+        it nothing says which endpoints are local (traffic policy Local), so a comparison would invent faults."""
+        return self.usable and self.node is not None

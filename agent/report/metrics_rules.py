@@ -14,12 +14,6 @@ from agent.runner import Report
 MAX_OUT_OF_SYNC_SERIES = 100
 
 
-def _split(service: str) -> tuple[str, str, str]:
-    ns, _, rest = service.partition("/")
-    name, _, port = rest.partition(":")
-    return ns, name, port
-
-
 def families(report: Report) -> Iterator[Metric]:
     snap = report.snapshot
     view = programmed(snap)
@@ -27,7 +21,7 @@ def families(report: Report) -> Iterator[Metric]:
         yield GaugeMetricFamily("svcdoctor_services_programmed",
                                 "Service ports this node's proxy rules program.", value=len(view.ports))
     cluster = snap.cluster.data
-    if cluster is None or not snap.cluster.ok or not cluster.usable:
+    if cluster is None or not snap.cluster.ok or not cluster.comparable:
         return
     families_read = set(view.families) if view is not None else {4, 6}
     expected = [e for e in expected_ports(cluster, snap.node) if e.family in families_read]
@@ -35,10 +29,10 @@ def families(report: Report) -> Iterator[Metric]:
                             "Service ports the API server says this node should program.", value=len(expected))
     out = GaugeMetricFamily("svcdoctor_rules_out_of_sync",
                             "1 per Service port whose rules differ from the API (capped).",
-                            labels=["namespace", "service", "port"])
+                            labels=["service"])  # `namespace/name:port`, as in every metric with the label
     services = sorted({f.service for f in report.findings if f.id.startswith("rules.") and f.service})
     for service in services[:MAX_OUT_OF_SYNC_SERIES]:
-        out.add_metric(list(_split(service)), 1)
+        out.add_metric([service], 1)
     yield out
     yield GaugeMetricFamily("svcdoctor_rules_out_of_sync_truncated",
                             "Out-of-sync Service ports left out of svcdoctor_rules_out_of_sync by the cap.",
