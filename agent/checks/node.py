@@ -1,10 +1,12 @@
-"""Node prerequisites that Service traffic depends on: forwarding, bridge netfilter, route_localnet."""
+"""Node prerequisites that Service traffic depends on: forwarding, bridge netfilter, route_localnet, for
+each IP family kube-proxy serves here (agent/checks/families.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 from agent.catalogue import finding
+from agent.checks.families import served_families
 from agent.checks.mode import decide_mode
 from agent.model import Finding, Snapshot
 from agent.settings import as_bool, cidr_includes_loopback, kube_proxy_settings
@@ -26,18 +28,28 @@ def check(snap: Snapshot) -> Iterator[Finding]:
     if not src.ok or src.data is None:
         return
     values = src.data.values
-    if values.get("net/ipv4/ip_forward") == "0":
+    families = served_families(snap)
+    ipv4 = families is None or 4 in families  # unknown: IPv4, as every node but an IPv6-only one has it
+    ipv6 = families is not None and 6 in families  # judged only once the node is known to have IPv6
+    if ipv4 and values.get("net/ipv4/ip_forward") == "0":
         yield finding("node.ip_forward_disabled", snap.node,
                       evidence={"file": "/proc/sys/net/ipv4/ip_forward", "value": "0"})
+    if ipv6 and values.get("net/ipv6/conf/all/forwarding") == "0":
+        yield finding("node.ipv6_forwarding_disabled", snap.node,
+                      evidence={"file": "/proc/sys/net/ipv6/conf/all/forwarding", "value": "0"})
     links = snap.links.data
     bridges_with_ports = [b for b in links.bridges if b.ports] if links else []
-    bnf = values.get("net/bridge/bridge-nf-call-iptables")
-    if bridges_with_ports and bnf != "1":
-        yield finding("node.bridge_nf_call_iptables_disabled", bridges_with_ports[0].name, evidence={
-            "bridge": bridges_with_ports[0].name, "ports": len(bridges_with_ports[0].ports),
-            "file": "/proc/sys/net/bridge/bridge-nf-call-iptables",
-            "value": bnf if bnf is not None else "absent (br_netfilter not loaded)"})
-    rl = values.get("net/ipv4/conf/all/route_localnet")
-    if rl is not None and rl != "1" and _serves_localhost_nodeports(snap):
+    for family, key, fid in ((4, "bridge-nf-call-iptables", "node.bridge_nf_call_iptables_disabled"),
+                             (6, "bridge-nf-call-ip6tables", "node.bridge_nf_call_ip6tables_disabled")):
+        if not (ipv4 if family == 4 else ipv6):
+            continue
+        bnf = values.get(f"net/bridge/{key}")
+        if bridges_with_ports and bnf != "1":
+            yield finding(fid, bridges_with_ports[0].name, evidence={
+                "bridge": bridges_with_ports[0].name, "ports": len(bridges_with_ports[0].ports),
+                "file": f"/proc/sys/net/bridge/{key}",
+                "value": bnf if bnf is not None else "absent (br_netfilter not loaded)"})
+    rl = values.get("net/ipv4/conf/all/route_localnet")  # IPv6 has no localhost NodePorts
+    if ipv4 and rl is not None and rl != "1" and _serves_localhost_nodeports(snap):
         yield finding("node.route_localnet_disabled", snap.node,
                       evidence={"file": "/proc/sys/net/ipv4/conf/all/route_localnet", "value": rl})

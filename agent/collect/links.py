@@ -72,4 +72,17 @@ def collect(ctx: CollectContext) -> Links:
     for b in bridges.values():
         b.ports.sort(key=lambda p: p.name)
     return Links(bridges=sorted(bridges.values(), key=lambda b: b.name), interfaces=sorted(names),
-                 netns_scanned=scanned)
+                 netns_scanned=scanned, addresses=node_addresses(links, addrs))
+
+
+SCOPE_UNIVERSE = 0
+VIP_INTERFACES = ("kube-ipvs0",)  # IPVS mode binds every ClusterIP here: Service addresses, not the node's
+
+
+def node_addresses(links: list[Any], addrs: list[Any]) -> list[str]:
+    """The node's global-scope addresses: which IP families it has (kube-proxy serves a family when the
+    node has an address of it). Link-local and host-scope addresses say nothing about that."""
+    vip_links = {int(m["index"]) for m in links if m.get("IFLA_IFNAME") in VIP_INTERFACES}
+    return sorted({str(m.get("IFA_ADDRESS")) for m in addrs
+                   if m.get("scope") == SCOPE_UNIVERSE and int(m["index"]) not in vip_links
+                   and m.get("IFA_ADDRESS") is not None})

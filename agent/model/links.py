@@ -41,6 +41,7 @@ class Links:
     bridges: list[Bridge] = field(default_factory=list)
     interfaces: list[str] = field(default_factory=list)
     netns_scanned: int = 0  # network namespaces looked at to find veth far ends
+    addresses: list[str] = field(default_factory=list)  # the node's own global addresses (not Service VIPs)
 
     def bridge(self, name: str) -> Bridge | None:
         return next((b for b in self.bridges if b.name == name), None)

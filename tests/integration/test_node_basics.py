@@ -218,3 +218,15 @@ def test_check_from_snapshot_reproduces_findings(node: Node, tmp_path: Path) -> 
     assert res.returncode == 1
     assert replay["findings"] == live["findings"]
     assert ("node.ip_forward_disabled", "test-node") in problems(replay)
+
+
+def test_links_source_reports_the_nodes_own_addresses_not_link_local(node: Node, tmp_path: Path) -> None:
+    node.sh("ip", "link", "add", "eth9", "type", "veth", "peer", "name", "eth9p")
+    node.sh("ip", "link", "set", "eth9", "up")
+    node.sh("ip", "addr", "add", "192.0.2.7/24", "dev", "eth9")
+    node.sh("ip", "-6", "addr", "add", "2001:db8::7/64", "dev", "eth9", "nodad")
+    snap_file = tmp_path / "snap.json"
+    node.svcdoctor("check", "--no-api", "--snapshot-out", str(snap_file))
+    addresses = json.loads(snap_file.read_text())["links"]["data"]["addresses"]
+    assert "192.0.2.7" in addresses and "2001:db8::7" in addresses
+    assert not [a for a in addresses if a.startswith("fe80:") or a.startswith("127.")]
