@@ -34,13 +34,14 @@ def load(node: Node, fixture: str, backend: str, rules: str | None = None) -> No
     node.iptables_restore((IPT / "node-base.rules").read_text(), backend, noflush=True)
 
 
-def check_with(node: Node, fixture: str, tmp: Path, items: list[dict[str, Any]] | None = None
-               ) -> dict[str, Any]:
+def check_with(node: Node, fixture: str, tmp: Path, items: list[dict[str, Any]] | None = None,
+               grace: str | None = None) -> dict[str, Any]:
     state = IPT / f"{fixture}.cluster.json"
     if items is not None:
         state = tmp / "cluster.json"
         state.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
-    _, doc = node.check("--cluster-state", str(state), "--node-name", node_name(fixture))
+    extra = ("--grace", grace) if grace is not None else ()
+    _, doc = node.check("--cluster-state", str(state), "--node-name", node_name(fixture), *extra)
     return doc
 
 
