@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from collections.abc import Mapping
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
@@ -25,7 +26,7 @@ def to_jsonable(obj: Any) -> Any:
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, (set, frozenset)):
         return sorted(to_jsonable(v) for v in obj)
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):  # dicts, and the read-only views of frozen snapshot classes
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     return obj
 
@@ -69,7 +70,7 @@ def from_jsonable(tp: Any, value: Any) -> Any:
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(from_jsonable(args[0], v) for v in value)
         return tuple(from_jsonable(a, v) for a, v in zip(args, value, strict=True))
-    if origin is dict:
+    if origin in (dict, Mapping):  # a Mapping field is rebuilt as a dict (the class makes it read-only)
         kt, vt = get_args(tp) or (Any, Any)
         return {from_jsonable(kt, k): from_jsonable(vt, v) for k, v in value.items()}
     cls = origin if origin is not None else tp

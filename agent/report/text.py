@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from agent.model import SEVERITIES
-from agent.runner import Report
+from agent.model.report import Report
 
 _COLOURS = {"critical": "\033[1;31m", "warning": "\033[33m", "info": "\033[36m"}
 _RESET = "\033[0m"
