@@ -34,6 +34,7 @@ from agent.collect.cluster import ClusterProvider
 from agent.config import Config
 from agent.model import CheckSettings, Finding, Snapshot, Source
 from agent.model.report import DiffKey, Report
+from agent.model.views import Views
 
 __all__ = ["Report", "Runner"]
 DEBOUNCED_PREFIX = "rules."
@@ -58,6 +59,7 @@ class Runner:
         self._hung: dict[str, _Call] = {}
         self._readers: dict[str, Callable[[CollectContext], Any]] = {c.name: c.make() for c in collectors}
         self._last: Report | None = None  # run_once's previous run
+        self._views: Views | None = None  # the last run's views: what derive() may take as they are
 
     # collection --------------------------------------------------------------------------------------
     def _start(self, col: Collector, ctx: CollectContext) -> _Call:
@@ -131,7 +133,7 @@ class Runner:
         them when it is None: a single run)."""
         t0 = time.monotonic()
         found: list[Finding] = []
-        views = derive(snap)
+        views = self._views = derive(snap, self._views)
         for fn in self.checks:
             try:
                 found.extend(fn(snap, views))

@@ -47,6 +47,8 @@ class IptablesView:
     family: int
     names: Names
     ports: tuple[ProgrammedPort, ...]  # sorted by (service, protocol)
+    # the rules these were derived from (not saved: it relates objects of one process)
+    source: object = field(default=None, compare=False, repr=False, metadata={"transient": True})
 
 
 @dataclass(frozen=True)
