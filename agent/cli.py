@@ -14,7 +14,6 @@ from pathlib import Path
 
 from agent import __version__
 from agent.catalogue import load
-from agent.collect import iptables as iptables_source
 from agent.collect.base import CollectError
 from agent.collect.cluster import ClusterProvider, FileProvider
 from agent.config import DEFAULT_PORT, Config
@@ -154,7 +153,6 @@ def cmd_check(args: argparse.Namespace, cfg: Config) -> int:
         if args.grace is not None:
             snap.settings.grace_s = args.grace
     else:
-        iptables_source.READER.reuse = False  # one read: nothing to reuse later
         runner = Runner(cfg, cluster=cluster_provider(cfg, live=False))
         snap = runner.collect()
     if args.snapshot_out:

@@ -1,38 +1,16 @@
-"""What `svcdoctor serve` remembers between checks: rule differences must persist, and programming lag.
+"""What `svcdoctor serve` remembers between checks: programming lag.
 
-kube-proxy needs time to catch up with a change; the grace period (agent/checks/rules.py) covers
-changes whose time the API records. On top of it, serve reports a rules.* finding only when the same
-difference was also there in the previous check, so one unlucky snapshot mid-sync never pages anyone.
+(That a rules.* difference must persist over two runs is part of the run itself: agent/runner.py.)
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import threading
 
-from agent.checks.expected import expected_ports
-from agent.model import Finding
-from agent.runner import Report
+from agent.model.report import Report
 
 DEBOUNCED_PREFIX = "rules."
 LAG_BUCKETS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
-
-
-def _key(f: Finding) -> tuple[str, str, str]:
-    return (f.id, f.subject, json.dumps(f.evidence, sort_keys=True, default=str))
-
-
-class Persistence:
-    def __init__(self) -> None:
-        self._previous: set[tuple[str, str, str]] = set()
-
-    def filter(self, report: Report) -> Report:
-        current = {_key(f) for f in report.findings if f.id.startswith(DEBOUNCED_PREFIX)}
-        kept = tuple(f for f in report.findings
-                     if not f.id.startswith(DEBOUNCED_PREFIX) or _key(f) in self._previous)
-        self._previous = current
-        return dataclasses.replace(report, findings=kept)
 
 
 class LagTracker:
@@ -51,13 +29,14 @@ class LagTracker:
         self.sum = 0.0
 
     def observe(self, report: Report) -> None:
+        expected = report.views.expected if report.views is not None else None
         cluster = report.snapshot.cluster.data
-        if cluster is None or not report.snapshot.cluster.ok or not cluster.comparable:
+        if expected is None or cluster is None or not cluster.comparable:  # rules were not compared
             return
         out_of_sync = {f.service for f in report.findings if f.id.startswith(DEBOUNCED_PREFIX) and f.service}
         now = report.snapshot.taken_at
         with self._lock:
-            for exp in expected_ports(cluster, report.snapshot.node):
+            for exp in expected:
                 if exp.last_change is None or self._done.get(exp.service) == exp.last_change:
                     continue
                 if exp.service in out_of_sync:

@@ -1,43 +1,47 @@
-"""collect -> snapshot -> check: runs the collectors under deadlines and the checks over the result.
+"""collect -> snapshot -> derive -> check: runs the collectors under deadlines, derives the shared views
+once, runs the checks over both, and hands back one immutable Report.
 
 A collector runs in its own daemon thread and is given `timeout_s`; if it has not returned by then
 the run goes on without it (its source records the timeout). Python cannot kill a thread, so a hung
 collector is remembered and not started again until it returns: a stuck read costs one thread, not
 one thread per interval. Subprocesses inside collectors have their own timeouts and are killed.
+The Runner owns its collectors' readers: whatever a reader remembers between reads is the runner's.
+
+Rule differences must persist: a rules.* finding is reported only when the same difference (id,
+subject, evidence) was also found by the previous run, so one snapshot taken mid-sync never pages
+anyone. `check(snap, previous)` takes the previous run's differences (`Report.rule_differences`);
+`previous=None` is a single run (`svcdoctor check`, `check --from`): every difference is reported.
+`run_once` (what `serve` calls) passes its own last run's; its first run has none, so reports none.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent import __version__
 from agent.catalogue import finding
 from agent.checks import CHECKS, CheckFunc
-from agent.checks.mode import decide_mode
+from agent.checks.derive import derive
 from agent.collect import COLLECTORS, Collector
 from agent.collect.base import Absent, CollectContext
 from agent.collect.cluster import ClusterProvider
 from agent.config import Config
 from agent.model import CheckSettings, Finding, Snapshot, Source
+from agent.model.report import DiffKey, Report
+from agent.model.views import Views
+
+__all__ = ["Report", "Runner"]
+DEBOUNCED_PREFIX = "rules."
 
 log = logging.getLogger("svcdoctor.runner")
 SOURCE_FIELDS = frozenset(name for name, f in Snapshot.__dataclass_fields__.items() if str(f.type).startswith("Source"))
-
-
-@dataclass(frozen=True)
-class Report:
-    """One immutable result: what the reporters render. Replaced whole, never mutated."""
-
-    snapshot: Snapshot
-    findings: tuple[Finding, ...]
-    proxy_mode: str | None
-    generated_at: float
-    check_duration_s: float = 0.0
 
 
 def _outcome(src: Source[Any]) -> str:
@@ -64,6 +68,9 @@ class Runner:
         self.collectors = collectors
         self.checks = checks
         self._hung: dict[str, _Call] = {}
+        self._readers: dict[str, Callable[[CollectContext], Any]] = {c.name: c.make() for c in collectors}
+        self._last: Report | None = None  # run_once's previous run
+        self._views: Views | None = None  # the last run's views: what derive() may take as they are
 
     # collection --------------------------------------------------------------------------------------
     def _start(self, col: Collector, ctx: CollectContext) -> _Call:
@@ -71,7 +78,7 @@ class Runner:
 
         def target() -> None:
             try:
-                call.result.append(("ok", col.func(ctx)))
+                call.result.append(("ok", self._readers[col.name](ctx)))
             except Absent as exc:
                 call.result.append(("absent", str(exc)))
             except PermissionError as exc:
@@ -135,22 +142,35 @@ class Runner:
                         settings=CheckSettings(grace_s=self.cfg.grace_s), **fields)
 
     # checking ----------------------------------------------------------------------------------------
-    def check(self, snap: Snapshot) -> Report:
+    def check(self, snap: Snapshot, previous: frozenset[DiffKey] | None = None) -> Report:
+        """Derive the views, run every check, keep the rules.* differences also in `previous` (all of
+        them when it is None: a single run)."""
         t0 = time.monotonic()
         found: list[Finding] = []
+        views = self._views = derive(snap, self._views)
         for fn in self.checks:
             try:
-                found.extend(fn(snap))
+                found.extend(fn(snap, views))
             except Exception as exc:  # a buggy check must not hide the others' findings
                 found.append(finding("agent.check_failed", f"{fn.__module__}.{fn.__name__}",
                                      evidence={"error": f"{type(exc).__name__}: {exc}",
                                                "traceback": traceback.format_exc(limit=3)}))
+        differences = frozenset(_key(f) for f in found if f.id.startswith(DEBOUNCED_PREFIX))
+        if previous is not None:
+            found = [f for f in found if not f.id.startswith(DEBOUNCED_PREFIX) or _key(f) in previous]
         overrides = self.cfg.severity_overrides
         if overrides:
             found = [Finding(**{**vars(f), "severity": overrides.get(f.id, f.severity)}) for f in found]
         found.sort(key=Finding.sort_key)
-        return Report(snapshot=snap, findings=tuple(found), proxy_mode=decide_mode(snap).mode,
-                      generated_at=time.time(), check_duration_s=time.monotonic() - t0)
+        return Report(snapshot=snap, findings=tuple(found), proxy_mode=views.mode.mode, generated_at=time.time(),
+                      check_duration_s=time.monotonic() - t0, views=views, rule_differences=differences)
 
     def run_once(self) -> Report:
-        return self.check(self.collect())
+        """One run of a series (`serve`): rule differences must also be in this runner's previous run."""
+        previous = self._last.rule_differences if self._last is not None else frozenset()
+        self._last = self.check(self.collect(), previous)
+        return self._last
+
+
+def _key(f: Finding) -> DiffKey:
+    return (f.id, f.subject, json.dumps(f.evidence, sort_keys=True, default=str))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
@@ -26,7 +27,7 @@ def to_jsonable(obj: Any) -> Any:
         return [to_jsonable(v) for v in obj]
     if isinstance(obj, (set, frozenset)):
         return sorted(to_jsonable(v) for v in obj)
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):  # dicts, and the read-only views of frozen snapshot classes
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     return obj
 
@@ -101,12 +102,11 @@ def load_strict(tp: Any, value: Any, where: str, may_omit: frozenset[type] = fro
             return tuple(load_strict(a, v, f"{where}[{i}]", may_omit) for i, (a, v) in pairs)
         item = args[0] if args else Any
         return origin(load_strict(item, v, f"{where}[{i}]", may_omit) for i, v in enumerate(value))
-    if origin is dict:
+    if origin in (dict, Mapping):  # a Mapping field is rebuilt as a dict (the class makes it read-only)
         if not isinstance(value, dict):
             raise SchemaError(f"{where}: expected an object, got {_kind(value)}")
         kt, vt = get_args(tp) or (Any, Any)
-        return {load_strict(kt, k, f"{where} key", may_omit): load_strict(vt, v, f"{where}[{k!r}]", may_omit)
-                for k, v in value.items()}
+        return {_key(kt, k, where): load_strict(vt, v, f"{where}[{k!r}]", may_omit) for k, v in value.items()}
     cls = origin if origin is not None else tp
     if isinstance(cls, type) and dataclasses.is_dataclass(cls):
         if not isinstance(value, dict):
@@ -130,6 +130,15 @@ def load_strict(tp: Any, value: Any, where: str, may_omit: frozenset[type] = fro
             raise SchemaError(f"{where}: expected {tp.__name__}, got {_kind(value)}")
         return float(value) if tp is float else value  # type: ignore[arg-type]  # checked just above
     return value
+
+
+def _key(tp: Any, key: str, where: str) -> Any:
+    """A JSON object's key as its hinted type: JSON keys are strings, so an int key was written as digits."""
+    if tp is int:
+        if not key.lstrip("-").isdigit():
+            raise SchemaError(f"{where}: key {key!r} is not a number")
+        return int(key)
+    return load_strict(tp, key, f"{where} key")
 
 
 def _is_bool_for_number(tp: Any, value: Any) -> bool:

@@ -18,11 +18,11 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from agent.heap import HeapKeeper
-from agent.persistence import LagTracker, Persistence
+from agent.model.report import Report
+from agent.persistence import LagTracker
 from agent.report.document import BadFilter, document, parse_filters
 from agent.report.metrics import ReportCollector
-from agent.runner import Report, Runner
+from agent.runner import Runner
 
 log = logging.getLogger("svcdoctor")
 
@@ -40,7 +40,6 @@ class State:
         self._ok = 0
         self._crashed = 0
         self.last_attempt = 0.0
-        self.persistence = Persistence()
         self.lag = LagTracker()
 
     def publish(self, report: Report) -> None:
@@ -66,21 +65,18 @@ class Scheduler(threading.Thread):
         super().__init__(name="scheduler", daemon=True)
         self.runner, self.state, self.interval_s = runner, state, interval_s
         self.stop = threading.Event()
-        self.heap = HeapKeeper()
 
     def run(self) -> None:
         while not self.stop.is_set():
             started = time.monotonic()
             self.state.last_attempt = time.time()
-            self.heap.hold()  # no garbage collection while the run builds its million objects
             try:
-                report = self.state.persistence.filter(self.runner.run_once())
+                report = self.runner.run_once()  # rules.* differences persisting over two runs only
                 self.state.lag.observe(report)
                 self.state.publish(report)
             except Exception:  # keep serving the last good result; the counter shows the crash
                 log.exception("check run crashed")
                 self.state.crashed()
-            self.heap.settle()  # what this run left is what the next one builds on: out of the gc's way
             self.stop.wait(max(1.0, self.interval_s - (time.monotonic() - started)))
 
 

@@ -1,31 +1,35 @@
-"""Benchmark: svcdoctor's iptables read and check against the bare `iptables-<backend>-save` it runs.
+"""Benchmark: svcdoctor's iptables read against the bare `iptables-<backend>-save` it runs, in one run.
 
-For each size N (Services, E endpoints each) and backend, a kube-proxy-shaped rule set from
-bench/gen_iptables.py plus node-base.rules is loaded into a fresh network namespace `svcd-bench-<hex>`
-(deleted afterwards). Inside it, one process does its reads in a row with one reader, as the agent
-does them, each right after a bare save to /dev/null of the same rules:
-- cold: nothing to reuse (the agent's first read), once;
-- unchanged: the rules as they were (most reads between kube-proxy syncs), READS times;
-- changed: after a partial sync (iptables-restore --noflush, as kube-proxy writes it) moved one
-  endpoint of 1% of the Services, READS times (moved there, back, there...).
-"read+check" is svcdoctor's full iptables path: collector read with backend detection, every iptables
-check and programmed_ports; around each read the process holds and settles its heap as the agent's
-scheduler does around each run (agent/heap.py). RUNS runs, each in a fresh process from the same rules;
-the table shows the medians over all reads of a kind, the median ratio of each read to its own bare save
-with their range, and svcdoctor's peak RSS (the largest VmHWM of those processes, interpreter and imports
-included, about 36 MiB; the save child is not counted). Needs root.
+For each case (N Services x E endpoints, backend) a kube-proxy-shaped rule set from bench/gen_iptables.py
+plus node-base.rules is loaded into a fresh network namespace `svcd-bench-<hex>` (deleted afterwards).
 
-    python bench/bench_iptables.py 1000:legacy 10000:legacy 1000:nft 10000:nft [--endpoints 5]
+`check` mode, side by side, alternating, ROUNDS times:
+- the bare save to /dev/null, and the whole `svcdoctor check --json --no-api` process (interpreter start,
+  every collector, the derivation and every check), with its peak RSS (VmHWM, the save child not counted);
+- one process reading with one IptablesReader as the agent does, each read right after a bare save:
+  cold (the first read), unchanged (nothing changed: the nft save is skipped on an unchanged nf_tables
+  generation, the legacy save's parse on an unchanged hash) and changed (after a partial sync, written as
+  kube-proxy writes it, that moved one endpoint of 1% of the Services, or moved it back), each followed
+  by the derivation and every check.
+
+`serve` mode: `svcdoctor serve --no-api --interval 30s` in the namespace for MINUTES minutes after its first
+run, with the rules unchanged or with 1% of the Services changing every interval; its CPU time (its own and
+its children's: the saves) over the wall time is its share of a core; and its peak RSS.
+
+    python bench/bench_iptables.py check 1000:legacy 10000:legacy 1000:nft 10000:nft [--endpoints 5]
+    python bench/bench_iptables.py serve 10000:legacy:unchanged 10000:legacy:changing 10000:nft:unchanged ...
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,28 +38,36 @@ sys.path.insert(0, str(REPO))
 from bench.gen_iptables import changed_endpoints, generate  # noqa: E402
 
 NODE_BASE = REPO / "tests" / "fixtures" / "kube-proxy" / "iptables" / "node-base.rules"
-RUNS = 5
-READS = 5  # unchanged and changed reads per run: one bare save alone varies by 10-20%
+ROUNDS = 3
+READS = 5
+MINUTES = 5.0
 
-# Runs inside the netns, in one process, reads in a row by one reader (as the agent does them), each timed
-# against a bare save just before it: the first (nothing to reuse), READS with the rules unchanged, and
-# READS after partial syncs that each move one endpoint of 1% of the Services (there, then back, and so
-# on). Printed as JSON.
-INNER = r"""
+# The whole `svcdoctor check` process, with its peak RSS printed on stderr (VmHWM: this process only).
+CHECK = r"""
+import sys
+sys.argv = ["svcdoctor", "check", "--json", "--no-api", "--node-name", "bench"]
+sys.path.insert(0, __import__("os").environ["SVCD_REPO"])
+from agent.cli import main
+sys.stdout = open("/dev/null", "w")
+code = main(sys.argv[1:])
+print(int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024, file=sys.stderr)
+"""
+
+# Reads in a row by one reader (as the agent does them), each right after a bare save and each followed
+# by the derivation and every check. Printed as JSON.
+READS_INNER = r"""
 import json, subprocess, sys, time
 sys.path.insert(0, sys.argv[1])
-from agent.checks import iptables_backend, iptables_services, iptables_structure
-from agent.checks.programmed_iptables import programmed_ports
+from agent.checks import CHECKS
+from agent.checks.derive import derive
 from agent.collect.base import CollectContext
 from agent.collect.iptables import IptablesReader
 from agent.config import Config
-from agent.heap import HeapKeeper
 from agent.model import KubeProxyHTTP, ProcessInfo, Snapshot, Source
 backend, reads = sys.argv[2], int(sys.argv[3])
 changes = json.loads(sys.stdin.read())  # the partial sync there, and back
-heap = HeapKeeper()  # as the agent's scheduler does around each run
 kp = ProcessInfo(pid=1, comm="kube-proxy", argv=["kube-proxy"], flags={}, root="/", env_path=[])
-reader = IptablesReader(budget=1.0)  # no pacing: every collect reads
+reader = IptablesReader(budget=1.0)  # no pacing: every call reads
 out = {}
 plan = [("cold", None)] + [("unchanged", None)] * reads + [("changed", changes[i % 2]) for i in range(reads)]
 for label, change in plan:
@@ -64,85 +76,153 @@ for label, change in plan:
     t0 = time.perf_counter()
     subprocess.run([f"iptables-{backend}-save"], stdout=subprocess.DEVNULL, check=True)
     bare = time.perf_counter() - t0
-    heap.hold()
     t0 = time.perf_counter()
-    state = reader.collect(CollectContext(cfg=Config(), deadline_s=600))
+    state = reader(CollectContext(cfg=Config(), deadline_s=600))
     snap = Snapshot(node="bench", taken_at=time.time(), agent_version="bench",
                     kube_proxy=Source("kube_proxy", ok=True, data=kp), kubelet=Source("kubelet", ok=True),
                     kube_proxy_http=Source("kube_proxy_http", ok=True, data=KubeProxyHTTP(version="v1.31.2")),
                     conntrack=Source("conntrack", ok=True), sysctl=Source("sysctl", ok=True),
                     links=Source("links", ok=True), iptables=Source("iptables", ok=True, data=state))
-    findings = [f for mod in (iptables_backend, iptables_structure, iptables_services) for f in mod.check(snap)]
-    ports = len(programmed_ports(state))
+    views = derive(snap)
+    findings = [f for fn in CHECKS for f in fn(snap, views)]
     ours = time.perf_counter() - t0
     assert state.backend == backend, state.backend_reason
-    problems = [f.id for f in findings if f.severity != "info"]
+    problems = [f.id for f in findings if f.severity != "info" and f.id.startswith("iptables.")]
     assert not problems, problems[:5]
-    cache = reader.caches[4, backend]
-    seen = out.setdefault(label, {"bare": [], "ours": [], "parsed": cache.parsed, "reused": cache.reused,
+    seen = out.setdefault(label, {"bare": [], "ours": [],
                                   "rules": sum(t.rule_count for r in state.rulesets for t in r.tables.values())})
     seen["bare"].append(bare)
     seen["ours"].append(ours)
-    del state, snap, findings
-    heap.settle()
-# VmHWM, not ru_maxrss: ru_maxrss survives exec, so it would count the forking parent
 out["rss_mib"] = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
 print(json.dumps(out))
 """
-LABELS = ("cold", "unchanged", "changed")
 
 
-def run(services: int, endpoints: int, backend: str) -> dict[str, object]:
-    ns = f"svcd-bench-{secrets.token_hex(4)}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
+class Netns:
+    def __init__(self, services: int, endpoints: int, backend: str) -> None:
+        self.name = f"svcd-bench-{secrets.token_hex(4)}"
+        self.backend = backend
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.rules = "".join(generate(services, endpoints))
+        self.changes = ["".join(changed_endpoints(services, endpoints, every=100, back=back)) for back in (False, True)]
+        self.sh(f"iptables-{backend}-restore", "-w", "5", stdin=self.rules)
+        self.sh(f"iptables-{backend}-restore", "-w", "5", "--noflush", stdin=NODE_BASE.read_text())
+
+    def argv(self, *cmd: str) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *cmd]
+
+    def sh(self, *cmd: str, stdin: str | None = None) -> str:
+        done = subprocess.run(self.argv(*cmd), input=stdin, capture_output=True, text=True)
+        if done.returncode not in (0, 1):  # svcdoctor check exits 1 when it finds something (no API: it may)
+            raise SystemExit(f"{cmd[0]} failed: {done.stderr.strip()[-2000:]}")
+        return done.stdout + done.stderr
+
+    def timed(self, *cmd: str) -> tuple[float, str]:
+        t0 = time.perf_counter()
+        out = self.sh(*cmd)
+        return time.perf_counter() - t0, out
+
+    def close(self) -> None:
+        subprocess.run(["ip", "netns", "del", self.name], check=False)
+
+
+def bench_check(services: int, endpoints: int, backend: str) -> list[str]:
+    ns = Netns(services, endpoints, backend)
     try:
-        def sh(*cmd: str, stdin: str | None = None) -> str:
-            done = subprocess.run(["ip", "netns", "exec", ns, *cmd], input=stdin, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"{cmd[0]} failed: {done.stderr.strip()[-2000:]}")
-            return done.stdout
-
-        rules = "".join(generate(services, endpoints))
-        changes = json.dumps(["".join(changed_endpoints(services, endpoints, every=100, back=back))
-                              for back in (False, True)])
-        outs = []
-        for _ in range(RUNS):  # each run starts from the same rules, in a fresh process
-            sh(f"iptables-{backend}-restore", "-w", "5", stdin=rules)
-            sh(f"iptables-{backend}-restore", "-w", "5", "--noflush", stdin=NODE_BASE.read_text())
-            outs.append(json.loads(sh(sys.executable, "-c", INNER, str(REPO), backend, str(READS), stdin=changes)))
-        result: dict[str, object] = {"rules": outs[0]["cold"]["rules"], "rss_mib": max(o["rss_mib"] for o in outs)}
-        for label in LABELS:
-            bare = [b for o in outs for b in o[label]["bare"]]
-            ours = [t for o in outs for t in o[label]["ours"]]
-            result[label] = {"bare": statistics.median(bare), "ours": statistics.median(ours),
-                             "ratio": statistics.median(t / b for t, b in zip(ours, bare, strict=True)),
-                             "spread": (min(t / b for t, b in zip(ours, bare, strict=True)),
-                                        max(t / b for t, b in zip(ours, bare, strict=True))),
-                             "reads": len(ours), "parsed": outs[0][label]["parsed"],
-                             "reused": outs[0][label]["reused"]}
-        return result
+        env = ("/usr/bin/env", f"SVCD_REPO={REPO}")
+        bare, ours, rss = [], [], []
+        for _ in range(ROUNDS):
+            bare.append(ns.timed("sh", "-c", f"iptables-{backend}-save > /dev/null")[0])
+            took, out = ns.timed(*env, sys.executable, "-c", CHECK)
+            ours.append(took)
+            rss.append(float(out.strip().splitlines()[-1]))
+        reads = json.loads(ns.sh(sys.executable, "-c", READS_INNER, str(REPO), backend, str(READS),
+                                 stdin=json.dumps(ns.changes)).splitlines()[0])
     finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+        ns.close()
+    rows = [_row(services, endpoints, backend, "`svcdoctor check` (whole process)", bare, ours, max(rss),
+                 reads["cold"]["rules"])]
+    for label in ("cold", "unchanged", "changed"):
+        rows.append(_row(services, endpoints, backend, f"reader: {label} read + checks", reads[label]["bare"],
+                         reads[label]["ours"], reads["rss_mib"], reads["cold"]["rules"]))
+    return rows
+
+
+def _row(services: int, endpoints: int, backend: str, what: str, bare: list[float], ours: list[float], rss: float,
+         rules: int) -> str:
+    ratios = [t / b for t, b in zip(ours, bare, strict=True)]
+    spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+    return (f"| {services:,} x {endpoints} | {backend} | {rules:,} | {what} | {len(ours)} "
+            f"| {statistics.median(bare):.2f} | {statistics.median(ours):.2f} "
+            f"| {statistics.median(ratios):.2f} ({spread}) | {rss:.0f} |")
+
+
+def bench_serve(services: int, endpoints: int, backend: str, changing: bool, port: int) -> str:
+    ns = Netns(services, endpoints, backend)
+    proc = subprocess.Popen(ns.argv("/usr/bin/env", f"PYTHONPATH={REPO}", sys.executable, "-m", "agent", "serve",
+                                    "--no-api", "--node-name", "bench", "--interval", "30s", "--port", str(port),
+                                    "--listen", "127.0.0.1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        ns.sh("ip", "link", "set", "lo", "up")
+        _wait_first_run(ns, port)
+        cpu0, t0 = _cpu(proc.pid), time.monotonic()
+        flips = 0
+        while time.monotonic() - t0 < MINUTES * 60:
+            if changing:
+                ns.sh(f"iptables-{backend}-restore", "-w", "5", "--noflush", stdin=ns.changes[flips % 2])
+                flips += 1
+            time.sleep(30)
+        share = (_cpu(proc.pid) - cpu0) / (time.monotonic() - t0)
+        rss = int(Path(f"/proc/{proc.pid}/status").read_text().split("VmHWM:")[1].split()[0]) / 1024
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        ns.close()
+    what = "1% of Services changing every 30 s" if changing else "rules unchanged"
+    return (f"| {services:,} x {endpoints} | {backend} | {what} | {MINUTES:g} min | {share:.2%} | {flips} | "
+            f"{rss:.0f} |")
+
+
+def _cpu(pid: int) -> float:
+    """CPU seconds of a process and its waited-for children (the saves it ran)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # utime stime cutime cstime
+
+
+def _wait_first_run(ns: Netns, port: int) -> None:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        out = subprocess.run(ns.argv("python3", "-c", f"import urllib.request as u; print(u.urlopen("
+                                     f"'http://127.0.0.1:{port}/findings', timeout=5).status)"),
+                             capture_output=True, text=True)
+        if out.stdout.strip() == "200":
+            return
+        time.sleep(2)
+    raise SystemExit("serve never completed a run")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("cases", nargs="+", help="SERVICES:BACKEND, e.g. 10000:legacy")
+    ap.add_argument("mode", choices=("check", "serve"))
+    ap.add_argument("cases", nargs="+", help="SERVICES:BACKEND (check), SERVICES:BACKEND:unchanged|changing (serve)")
     ap.add_argument("--endpoints", type=int, default=5)
     args = ap.parse_args()
-    print("| Services x endpoints | backend | rules | read | reads | pieces parsed / reused | bare save (s) "
-          "| svcdoctor read+check (s) | ratio (min-max) | svcdoctor peak RSS (MiB) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for case in args.cases:
-        n, backend = case.split(":")
-        r = run(int(n), args.endpoints, backend)
-        for label in LABELS:
-            m = r[label]
-            assert isinstance(m, dict)
-            low, high = m["spread"]
-            print(f"| {int(n):,} x {args.endpoints} | {backend} | {r['rules']:,} | {label} | {m['reads']} | "
-                  f"{m['parsed']:,} / {m['reused']:,} | {m['bare']:.2f} | {m['ours']:.2f} | "
-                  f"{m['ratio']:.2f} ({low:.2f}-{high:.2f}) | {r['rss_mib']:.0f} |", flush=True)
+    if args.mode == "check":
+        print("| Services x endpoints | backend | rules | what | runs | bare save (s) | svcdoctor (s) "
+              "| ratio (min-max) | svcdoctor peak RSS (MiB) |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for case in args.cases:
+            n, backend = case.split(":")
+            for row in bench_check(int(n), args.endpoints, backend):
+                print(row, flush=True)
+    else:
+        print("| Services x endpoints | backend | rules | measured over | serve CPU (share of a core) "
+              "| partial syncs | peak RSS (MiB) |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for i, case in enumerate(args.cases):
+            n, backend, kind = case.split(":")
+            print(bench_serve(int(n), args.endpoints, backend, kind == "changing", 19100 + i), flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -1,29 +1,13 @@
-"""Rule texts for the iptables tests: the reusing reader fed in blocks, and kube-proxy's partial syncs
-applied to a restore input as iptables-restore --noflush applies them."""
+"""Rule texts for the iptables tests: kube-proxy's partial syncs applied to a restore input as
+iptables-restore --noflush applies them, and series of changes."""
 
 from __future__ import annotations
 
-from agent.iptables_reuse import PieceCache, ReusingParser
 from agent.kube_hash import SVC, service_chain
-from agent.model import Finding
-from agent.model.iptables import RuleSet
-from agent.model.programmed import ProgrammedPort
 from bench.gen_iptables import changed_endpoints, generate
 from tests.testbed import FIXTURES
 
 IPT = FIXTURES / "iptables"
-
-
-def blocks(text: str, lines_per_block: int) -> list[bytes]:
-    lines = text.encode().splitlines(keepends=True)
-    return [b"".join(lines[i:i + lines_per_block]) for i in range(0, len(lines), lines_per_block)]
-
-
-def read(cache: PieceCache, text: str, lines_per_block: int = 1_000_000, family: int = 4) -> RuleSet:
-    parser = ReusingParser(cache, family)
-    for block in blocks(text, lines_per_block):
-        parser.feed_block(block)
-    return parser.result()
 
 
 def apply_partial(full: str, partial: str) -> str:
@@ -70,8 +54,7 @@ def _drop_lines(text: str, *needles: str) -> str:
 def change_sequence() -> list[tuple[str, str]]:
     """(what changed, rule set) in the order a reader sees them: generated Services going through what
     kube-proxy's partial syncs and outside damage do to them, each as restore input (what one save
-    prints, chains grouped). Used to show that a view brought up to date from the chains that changed
-    equals one derived afresh."""
+    prints, chains grouped)."""
     gen = "".join(generate(300, 3))
     steps = [("first read", apply_partial(gen, ""))]
 
@@ -117,13 +100,3 @@ def partial_sync_sequence() -> list[tuple[str, str]]:
         text = apply_partial(text, (IPT / name).read_text()) if text else apply_partial((IPT / name).read_text(), "")
         steps.append((name, text))
     return steps
-
-
-def fresh_views(rs: RuleSet) -> tuple[list[ProgrammedPort], tuple[Finding, ...]]:
-    """Programmed ports and service findings derived from nothing remembered (every view's carried state
-    set aside while they run, and put back)."""
-    from agent.checks import iptables_services, programmed_iptables
-    from agent.checks.memo import nothing_carried
-
-    with nothing_carried():
-        return programmed_iptables.programmed_ports_of(rs), iptables_services.findings_of(rs)

@@ -1,29 +1,25 @@
-"""serve's memory between checks: rules.* findings must persist; programming lag is observed once per change."""
+"""Rule differences must persist over two runs (part of the run: agent/runner.py), and serve's
+programming lag is observed once per change."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from agent.catalogue import finding
-from agent.model import Finding
-from agent.model.cluster import (
-    ClusterState,
-    EndpointSpec,
-    NodeSpec,
-    ServicePortSpec,
-    ServiceSpec,
-    SlicePort,
-    SliceSpec,
-)
-from agent.persistence import LagTracker, Persistence
-from agent.runner import Report
+from agent.checks.derive import derive
+from agent.config import Config
+from agent.model import Finding, Snapshot
+from agent.model.cluster import ClusterState, EndpointSpec, NodeSpec, ServicePortSpec, ServiceSpec, SlicePort, SliceSpec
+from agent.model.views import Views
+from agent.persistence import LagTracker
+from agent.runner import Report, Runner
 from tests.snapshots import NOW, healthy
 
 
 def _report(*findings: Finding, cluster: ClusterState | None = None, at: float = NOW) -> Report:
     snap = healthy(cluster=cluster) if cluster else healthy()
     snap.taken_at = at
-    return Report(snapshot=snap, findings=tuple(findings), proxy_mode="iptables", generated_at=at)
+    return Report(snapshot=snap, findings=tuple(findings), proxy_mode="iptables", generated_at=at, views=derive(snap))
 
 
 MISSING = finding("rules.endpoint_missing", "ns1/svc1:p80", service="ns1/svc1:p80",
@@ -31,24 +27,35 @@ MISSING = finding("rules.endpoint_missing", "ns1/svc1:p80", service="ns1/svc1:p8
 FORWARD = finding("node.ip_forward_disabled", "n", evidence={"file": "f", "value": "0"})
 
 
+def _runner(*found: Finding) -> Runner:
+    """A runner whose only check finds `found`."""
+    def check(snap: Snapshot, views: Views) -> tuple[Finding, ...]:
+        return found
+
+    return Runner(Config(node_name="n"), collectors=(), checks=(check,))
+
+
 def test_rules_finding_needs_two_consecutive_checks() -> None:
-    p = Persistence()
-    assert p.filter(_report(MISSING, FORWARD)).findings == (FORWARD,)  # node findings are never held back
-    assert p.filter(_report(MISSING, FORWARD)).findings == (MISSING, FORWARD)
+    first = _runner(MISSING, FORWARD).check(healthy(), previous=frozenset())
+    assert first.findings == (FORWARD,)  # node findings are never held back
+    assert _runner(MISSING, FORWARD).check(healthy(), first.rule_differences).findings == (FORWARD, MISSING)
+
+
+def test_a_single_run_reports_every_difference() -> None:
+    assert _runner(MISSING, FORWARD).check(healthy()).findings == (FORWARD, MISSING)
 
 
 def test_a_difference_that_disappears_is_never_reported() -> None:
-    p = Persistence()
-    p.filter(_report(MISSING))
-    assert p.filter(_report()).findings == ()
-    assert p.filter(_report(MISSING)).findings == ()
+    first = _runner(MISSING).check(healthy(), frozenset())
+    second = _runner().check(healthy(), first.rule_differences)
+    assert second.findings == ()
+    assert _runner(MISSING).check(healthy(), second.rule_differences).findings == ()
 
 
 def test_a_changed_difference_starts_over() -> None:
-    p = Persistence()
-    p.filter(_report(MISSING))
+    first = _runner(MISSING).check(healthy(), frozenset())
     other = dataclasses.replace(MISSING, evidence={**MISSING.evidence, "endpoint": "10.0.0.2:80"})
-    assert p.filter(_report(other)).findings == ()
+    assert _runner(other).check(healthy(), first.rule_differences).findings == ()
 
 
 def _cluster(change: float) -> ClusterState:

@@ -84,7 +84,7 @@ def test_absent_source_is_ok_and_not_a_failure() -> None:
 
 
 def test_crashing_check_is_reported_and_other_checks_still_run() -> None:
-    def bad_check(snap: Snapshot) -> Iterator[Finding]:
+    def bad_check(snap: Snapshot, views: object) -> Iterator[Finding]:
         raise ValueError("bug")
         yield  # pragma: no cover
 

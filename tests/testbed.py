@@ -102,7 +102,7 @@ class Node:
                          family: int = 4) -> None:
         """Load an iptables-save/restore text with `iptables-<backend>-restore` (ip6tables for family 6)."""
         tool = f"{'ip6tables' if family == 6 else 'iptables'}-{backend}-restore"
-        self.sh(tool, "-w", "5", *(["--noflush"] if noflush else []), input=rules)
+        self.sh(tool, "-w", "60", *(["--noflush"] if noflush else []), input=rules)
 
     def iptables_save(self, backend: str = "legacy") -> str:
         return self.sh(f"iptables-{backend}-save").stdout

@@ -9,9 +9,8 @@ Pure functions over the compact cluster model; no I/O.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from agent.checks.memo import by_identity
 from agent.model.cluster import ClusterState, EndpointSpec, ServicePortSpec, ServiceSpec, SliceSpec
 from agent.model.programmed import (
     CLUSTER_IP,
@@ -21,24 +20,8 @@ from agent.model.programmed import (
     NODE_PORT,
     REJECT,
     TO_SERVICE,
+    ExpectedPort,
 )
-
-
-@dataclass
-class ExpectedPort:
-    service: str  # kube-proxy's ServicePortName: "ns/name:port" ("ns/name" for an unnamed port)
-    namespace: str
-    name: str
-    port_name: str
-    protocol: str  # lower case, as the rule readers give it
-    family: int
-    dispatch: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, address) -> action
-    cluster_endpoints: set[str] | None = None  # None: the Service uses no cluster-wide endpoint chain
-    local_endpoints: set[str] | None = None  # None: no traffic-policy-Local chain
-    usable_endpoints: set[str] = field(default_factory=set)  # every endpoint kube-proxy could pick
-    topology_filtered: bool = False  # zone hints may make kube-proxy program a subset of usable endpoints
-    affinity_seconds: int | None = None
-    last_change: float | None = None
 
 
 def port_name(ns: str, name: str, port: str) -> str:
@@ -120,7 +103,6 @@ def _categorize(svc: ServiceSpec, sp: ServicePortSpec, eps: list[_Ep], node: str
     return cluster, local_eps, has_any, usable
 
 
-@by_identity
 def expected_ports(state: ClusterState, node: str) -> list[ExpectedPort]:
     out: list[ExpectedPort] = []
     last_by_service: dict[tuple[str, str], float] = {}

@@ -14,12 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agent.catalogue import finding
-from agent.checks.expected import expected_ports, host_of
+from agent.checks.expected import host_of
 from agent.checks.hairpin_mode import CNI, HAIRPIN_VETH, NONE, PROMISCUOUS_BRIDGE, HairpinMode, hairpin_mode
 from agent.model import Finding, Severity, Snapshot
 from agent.model.cluster import ClusterState
 from agent.model.cni import BridgeConf, CniConfig
 from agent.model.links import Bridge, BridgePort
+from agent.model.views import Views
 
 # Cluster hook -----------------------------------------------------------------------------------------
 # Which Services a pod IP backs, and which pod has an IP, come from the cluster source. Without usable
@@ -30,15 +31,14 @@ def _cluster(snap: Snapshot) -> ClusterState | None:
     return state if state is not None and state.usable else None
 
 
-def services_by_endpoint_ip(snap: Snapshot) -> dict[str, list[str]] | None:
+def services_by_endpoint_ip(snap: Snapshot, views: Views) -> dict[str, list[str]] | None:
     """Endpoint IP -> sorted Service ports ("ns/name:port") that kube-proxy NATs to it; None without
     usable cluster state. Headless and ExternalName Services are left out: clients reach those pods
     directly, with no hairpin turn."""
-    state = _cluster(snap)
-    if state is None:
+    if _cluster(snap) is None or views.expected is None:
         return None
     found: dict[str, set[str]] = {}
-    for port in expected_ports(state, snap.node):
+    for port in views.expected:
         for endpoint in port.usable_endpoints:
             found.setdefault(host_of(endpoint), set()).add(port.service)
     return {ip: sorted(names) for ip, names in found.items()}
@@ -147,7 +147,7 @@ def _bridge(bridge: Bridge, needs: Needs, endpoints: dict[str, list[str]] | None
             "file": f"/sys/devices/virtual/net/{bridge.name}/brif/{port.name}/hairpin_mode"})
 
 
-def check(snap: Snapshot) -> Iterator[Finding]:
+def check(snap: Snapshot, views: Views) -> Iterator[Finding]:
     kubelet = snap.kubelet
     mode = hairpin_mode(kubelet.data) if kubelet.ok and kubelet.data is not None else None
     if mode is not None:
@@ -160,7 +160,7 @@ def check(snap: Snapshot) -> Iterator[Finding]:
     pod_bridges = [b for b in links.bridges if b.pod_ports()] if links is not None else []
     if not pod_bridges:
         return
-    endpoints, pods = services_by_endpoint_ip(snap), pods_by_ip(snap)
+    endpoints, pods = services_by_endpoint_ip(snap, views), pods_by_ip(snap)
     conf = cni.bridge if cni is not None else None
     if mode is not None and mode.effective == NONE and not (conf and cni_covers_hairpin(conf)):
         yield finding("kubelet.hairpin_mode_none", snap.node, evidence={

@@ -7,12 +7,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agent.catalogue import finding
-from agent.checks.iptables_census import census
 from agent.checks.iptables_scope import scope
-from agent.checks.memo import by_identity
-from agent.iptables_parse import jump_target
 from agent.model import Finding, Snapshot
-from agent.model.iptables import RuleSet
+from agent.model.iptables import RuleSet, jump_target
 
 ALWAYS = (0, 0)
 # (table, chain, first kube-proxy version that writes it)
@@ -43,7 +40,6 @@ def check(snap: Snapshot) -> Iterator[Finding]:
         yield from findings_of(rs, sc.state.backend, sc.kube_proxy_iptables, sc.version, sc.version_text)
 
 
-@by_identity  # the same RuleSet object comes back while the rules are unchanged (agent/iptables_reuse.py)
 def findings_of(rs: RuleSet, backend: str, kube_proxy_iptables: bool, version: tuple[int, int],
                 version_text: str) -> tuple[Finding, ...]:
     sc = Context(backend, kube_proxy_iptables, version, version_text)
@@ -59,7 +55,7 @@ def findings_of(rs: RuleSet, backend: str, kube_proxy_iptables: bool, version: t
 
 @dataclass(frozen=True)
 class Context:
-    """What the structure checks need to know besides the rules (hashable: part of the memo's key)."""
+    """What the structure checks need to know besides the rules."""
 
     backend: str
     kube_proxy_iptables: bool
@@ -84,10 +80,10 @@ def _skeleton(sc: Context, rs: RuleSet) -> Iterator[Finding]:
     for table, builtin, chain, since in HOOKS:
         if sc.version < since or chain not in present.get(table, set()):
             continue  # a missing chain is chain_missing already
-        rules = rs.table(table).plain.get(builtin, [])
+        rules = rs.table(table).plain.get(builtin, ())
         if not any(jump_target(rule) == chain for rule in rules):
             yield finding("iptables.hook_missing", f"{table}/{builtin}", evidence={
-                "table": table, "builtin": builtin, "chain": chain, "rules": rules[:20], **common})
+                "table": table, "builtin": builtin, "chain": chain, "rules": list(rules[:20]), **common})
     services = rs.table("nat").dispatch.get("KUBE-SERVICES")
     if "KUBE-SERVICES" in present.get("nat", set()):
         last = services[-1] if services else None
@@ -100,11 +96,11 @@ def _skeleton(sc: Context, rs: RuleSet) -> Iterator[Finding]:
 def _leftovers(sc: Context, rs: RuleSet) -> Iterator[Finding]:
     common = {"family": rs.family, "backend": sc.backend}
     for table in rs.tables.values():
-        userspace = list(census(table).userspace)
+        userspace = list(table.census.userspace)
         if userspace:
             yield finding("iptables.userspace_rules_present", f"{table.name}/{','.join(userspace)}",
                           evidence={"table": table.name, "chains": userspace, **common})
-        legacy = list(census(table).legacy)
+        legacy = list(table.census.legacy)
         if legacy:
             wanted = set(legacy)
             referenced = sorted({t for rules in table.plain.values() for t in map(jump_target, rules) if t in wanted}

@@ -11,26 +11,14 @@ is `kube_proxy.mode_mismatch`, and another mode's rules beside the running mode'
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 from agent.catalogue import finding
-from agent.checks.iptables_census import census
 from agent.kube_hash import SVC, SVL
 from agent.model import Finding, Snapshot
+from agent.model.views import ModeDecision
 from agent.settings import REMOVED_MODES, kube_proxy_settings
 
 NODE_MODES = ("iptables", "ipvs", "nftables")
-
-
-@dataclass(frozen=True)
-class ModeDecision:
-    mode: str | None  # None: kube-proxy not seen, nothing to decide from
-    source: str
-    version: str | None
-    configured: str | None = None  # from flags/config/default, when the process was found
-    configured_source: str = ""
-    reported: str | None = None  # kube-proxy's /proxyMode answer
-    node: dict[str, str] = field(default_factory=dict)  # mode -> what on the node shows it
 
 
 def node_modes(snap: Snapshot) -> dict[str, str]:
@@ -46,7 +34,7 @@ def node_modes(snap: Snapshot) -> dict[str, str]:
         seen["ipvs"] = ", ".join(parts)
     ipt = snap.iptables.data
     if snap.iptables.ok and ipt is not None:
-        chains = sum(census(rs.table("nat")).declared[prefix] for rs in ipt.rulesets for prefix in (SVC, SVL))
+        chains = sum(rs.table("nat").census.declared[prefix] for rs in ipt.rulesets for prefix in (SVC, SVL))
         if chains:
             seen["iptables"] = f"{chains} KUBE-SVC/KUBE-SVL chains ({ipt.backend})"
     return seen

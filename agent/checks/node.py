@@ -9,6 +9,7 @@ from agent.catalogue import finding
 from agent.checks.families import served_families
 from agent.checks.mode import decide_mode
 from agent.model import Finding, Snapshot
+from agent.model.links import Bridge
 from agent.settings import as_bool, cidr_includes_loopback, kube_proxy_settings
 
 
@@ -21,6 +22,20 @@ def _serves_localhost_nodeports(snap: Snapshot) -> bool:
         return False
     addrs = settings.nodeport_addresses.value
     return not addrs or any(cidr_includes_loopback(str(cidr)) for cidr in addrs)
+
+
+def _bridge_nf(snap: Snapshot, values: dict[str, str | None], bridge: Bridge, family: int) -> Iterator[Finding]:
+    """Pods on a bridge reach Services through kube-proxy's rules only if bridged traffic passes netfilter."""
+    key = "bridge-nf-call-iptables" if family == 4 else "bridge-nf-call-ip6tables"
+    value = values.get(f"net/bridge/{key}")
+    if value == "1":
+        return
+    evidence = {"bridge": bridge.name, "ports": len(bridge.ports), "file": f"/proc/sys/net/bridge/{key}",
+                "value": value if value is not None else "absent (br_netfilter not loaded)"}
+    if family == 4:
+        yield finding("node.bridge_nf_call_iptables_disabled", bridge.name, evidence=evidence)
+    else:
+        yield finding("node.bridge_nf_call_ip6tables_disabled", bridge.name, evidence=evidence)
 
 
 def check(snap: Snapshot) -> Iterator[Finding]:
@@ -39,16 +54,10 @@ def check(snap: Snapshot) -> Iterator[Finding]:
                       evidence={"file": "/proc/sys/net/ipv6/conf/all/forwarding", "value": "0"})
     links = snap.links.data
     bridges_with_ports = [b for b in links.bridges if b.ports] if links else []
-    for family, key, fid in ((4, "bridge-nf-call-iptables", "node.bridge_nf_call_iptables_disabled"),
-                             (6, "bridge-nf-call-ip6tables", "node.bridge_nf_call_ip6tables_disabled")):
-        if not (ipv4 if family == 4 else ipv6):
-            continue
-        bnf = values.get(f"net/bridge/{key}")
-        if bridges_with_ports and bnf != "1":
-            yield finding(fid, bridges_with_ports[0].name, evidence={
-                "bridge": bridges_with_ports[0].name, "ports": len(bridges_with_ports[0].ports),
-                "file": f"/proc/sys/net/bridge/{key}",
-                "value": bnf if bnf is not None else "absent (br_netfilter not loaded)"})
+    if bridges_with_ports and ipv4:
+        yield from _bridge_nf(snap, values, bridges_with_ports[0], 4)
+    if bridges_with_ports and ipv6:
+        yield from _bridge_nf(snap, values, bridges_with_ports[0], 6)
     rl = values.get("net/ipv4/conf/all/route_localnet")  # IPv6 has no localhost NodePorts
     if ipv4 and rl is not None and rl != "1" and _serves_localhost_nodeports(snap):
         yield finding("node.route_localnet_disabled", snap.node,

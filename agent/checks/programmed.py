@@ -7,26 +7,24 @@ source failed or is absent): the comparison is then skipped, never turned into "
 
 from __future__ import annotations
 
-from agent.checks import programmed_iptables, programmed_ipvs, programmed_nftables
-from agent.checks.memo import by_identity
-from agent.checks.mode import decide_mode
+from agent.checks import programmed_ipvs, programmed_nftables
 from agent.model import Snapshot
 from agent.model.programmed import ProgrammedServices
+from agent.model.views import IptablesView, ModeDecision
 
 
-@by_identity
-def programmed(snap: Snapshot) -> ProgrammedServices | None:
-    mode = decide_mode(snap).mode
-    if mode == "iptables" and snap.iptables.ok and snap.iptables.data is not None:
+def programmed(snap: Snapshot, mode: ModeDecision, iptables: tuple[IptablesView, ...]) -> ProgrammedServices | None:
+    """`iptables`: the iptables views of this snapshot (agent/checks/derive.py)."""
+    if mode.mode == "iptables" and snap.iptables.ok and snap.iptables.data is not None:
         ipt = snap.iptables.data
-        return ProgrammedServices("iptables", programmed_iptables.programmed_ports(ipt),
+        return ProgrammedServices("iptables", [p for view in iptables for p in view.ports],
                                   families=sorted({rs.family for rs in ipt.rulesets}) or [4],
                                   read_at=ipt.read_at or None)
     # nftables and IPVS need the API's view to name what they show: IPVS carries no Service names at
     # all, and nftables cannot tell an externalIP from a LoadBalancer IP on its own.
     cluster = snap.cluster.data if snap.cluster.ok else None
-    if mode == "nftables" and snap.nftables.ok and snap.nftables.data is not None:
+    if mode.mode == "nftables" and snap.nftables.ok and snap.nftables.data is not None:
         return programmed_nftables.programmed_services(snap.nftables.data, cluster)
-    if mode == "ipvs" and snap.ipvs.ok and snap.ipvs.data is not None:
+    if mode.mode == "ipvs" and snap.ipvs.ok and snap.ipvs.data is not None:
         return programmed_ipvs.programmed_services(snap.ipvs.data, cluster)
     return None

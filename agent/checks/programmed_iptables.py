@@ -3,31 +3,18 @@ traffic enters (dispatch), which endpoints it goes to, and its session affinity.
 
 Chains are tied to Service ports by kube-proxy's own hashing (agent/checks/iptables_names.py);
 endpoints are read from the KUBE-SEP chains' DNAT targets.
-
-After a partial sync (the reader says which chains changed: RuleSet.changes) only the Service ports
-those chains touch are gathered and built again; the rest are the previous read's ProgrammedPort objects.
-A test compares the result with a fresh derivation after each of a series of changes.
 """
 
 from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from agent.checks.iptables_names import (
-    Names,
-    ServicePortKey,
-    hash_of,
-    learn_names,
-    list_changes,
-    proto,
-    service_names,
-)
-from agent.checks.memo import by_identity, carried
-from agent.kube_hash import EXT, FW, SEP, SVC, SVL, port_proto_hash
+from agent.checks.iptables_names import learn_names, proto, service_names
+from agent.kube_hash import EXT, SVC
 from agent.model.iptables import IptablesState, LadderChain, Rule, RuleSet, Table
 from agent.model.programmed import (
     ACCEPT,
@@ -42,6 +29,7 @@ from agent.model.programmed import (
     Dispatch,
     ProgrammedPort,
 )
+from agent.model.views import Names, ServicePortKey
 
 _TARGET = operator.attrgetter("target")
 
@@ -80,8 +68,7 @@ def _kind_of_nat(rule: Rule) -> str | None:
 
 # What makes up one Service port's rules: its nat dispatch rules, filter rules, (chain, ladder, DNAT of
 # each endpoint chain) per KUBE-SVC/SVL chain, and the names of its KUBE-EXT/FW chains; rules in rule
-# order (the nat rules first: the filter rules' kind depends on them). What a port is built into does not
-# depend on the order of its chains, which a scan and a lookup by name find in different orders.
+# order (the nat rules first: the filter rules' kind depends on them).
 class _Filtered(NamedTuple):
     """A filter-table rule among a port's inputs (nat rules go bare)."""
 
@@ -100,48 +87,22 @@ FILTER_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS")
 NAT_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS")
 
 
-@dataclass
-class _Derived:
-    """What the last derivation of a family used and gave: the base for the next one."""
-
-    serial: int  # of the RuleSet it was derived from
-    names: Names
-    dispatch: dict[str, dict[str, list[Rule]]]  # table -> that RuleSet's dispatch chains (the dicts themselves)
-    ladders: dict[str, LadderChain]  # its nat ladders
-    ports: dict[ServicePortKey, ProgrammedPort | None]  # None: the port has inputs that program nothing
-    order: list[ServicePortKey]  # the keys of ports, sorted as the result is
+def programmed_ports_of(rs: RuleSet, names: Names) -> tuple[ProgrammedPort, ...]:
+    """One RuleSet (one IP family) -> its programmed Service ports, sorted by (service, protocol)."""
+    inputs = _all_inputs(rs, names)
+    built = (_port(key, inputs[key], rs.family) for key in sorted(inputs))
+    return tuple(p for p in built if p is not None)  # (None: a port whose inputs program nothing)
 
 
-_previous: dict[int, _Derived] = carried({})  # family -> the last derivation
-
-
-@by_identity  # the same RuleSet object comes back while the rules are unchanged (agent/iptables_reuse.py)
-def programmed_ports_of(rs: RuleSet) -> list[ProgrammedPort]:
-    """One RuleSet (one IP family) -> its programmed Service ports."""
-    names = learn_names(rs)
-    prior = _previous.get(rs.family)
-    touched = _touched(rs, names, prior) if prior is not None else None
-    if prior is None or touched is None:  # everything built afresh
-        inputs, now = _all_inputs(rs, names), {}
-        same_keys = False
-    else:  # the ports the changed chains touch built again, the rest kept
-        inputs, now = _inputs_of(rs, names, touched), dict(prior.ports)
-        # the same ports as before unless a touched one came or went: then sorted again
-        same_keys = inputs.keys() == {key for key in touched if key in prior.ports}
-        for key in touched:
-            now.pop(key, None)
-    for key, items in inputs.items():
-        now[key] = _port(key, items, rs.family)
-    order = prior.order if prior is not None and same_keys else sorted(now)  # (service, protocol)
-    _previous[rs.family] = _Derived(rs.serial, names, {name: t.dispatch for name, t in rs.tables.items()},
-                                    rs.table("nat").ladders, now, order)
-    return list(filter(None, map(now.__getitem__, order)))  # (None: a port whose inputs program nothing)
+def programmed_ports(state: IptablesState) -> list[ProgrammedPort]:
+    """Every IP family's programmed Service ports (IPv4 first)."""
+    return [p for rs in state.rulesets for p in programmed_ports_of(rs, learn_names(rs))]
 
 
 def _all_inputs(rs: RuleSet, names: Names) -> dict[ServicePortKey, _Inputs]:
     """Every Service port's inputs, in rule order."""
     nat, filt = rs.table("nat"), rs.table("filter")
-    inputs = _dispatch_inputs(nat, filt, names.of_chain, None)
+    inputs = _dispatch_inputs(nat, filt, names.of_chain)
     for chain, ladder in nat.ladders.items():
         key = names.of_chain(chain)
         if key is not None:
@@ -153,42 +114,24 @@ def _all_inputs(rs: RuleSet, names: Names) -> dict[ServicePortKey, _Inputs]:
     return inputs
 
 
-def _inputs_of(rs: RuleSet, names: Names, touched: dict[ServicePortKey, str]) -> dict[ServicePortKey, _Inputs]:
-    """The inputs of the `touched` Service ports (key -> its chains' hash) only: the same items as
-    _all_inputs gathers for them, their hashed chains looked up by name instead of found by a scan."""
-    nat, filt = rs.table("nat"), rs.table("filter")
-    named = {key: digest for key, digest in touched.items() if names.by_hash.get(digest) == key}
-    wanted = {prefix + digest: key for key, digest in named.items() for prefix in (SVC, SVL, EXT, FW)}
-    inputs = _dispatch_inputs(nat, filt, wanted.get, touched.keys())
-    for key, digest in named.items():
-        for prefix in (SVC, SVL):
-            ladder = nat.ladders.get(prefix + digest)
-            if ladder is not None:
-                inputs.setdefault(key, []).append(_ladder(nat, prefix + digest, ladder))
-        for prefix in (EXT, FW):
-            if prefix + digest in nat.dispatch:
-                inputs.setdefault(key, []).append(prefix + digest)
-    return inputs
-
-
 def _ladder(nat: Table, chain: str, ladder: LadderChain) -> _Ladder:
     dnat = nat.endpoint_dnat.get
     return _Ladder(chain, ladder, tuple(map(dnat, ladder.endpoints + ladder.affinity_endpoints)))
 
 
-def _dispatch_inputs(nat: Table, filt: Table, key_of_target: Callable[[str], ServicePortKey | None],
-                     only: Collection[ServicePortKey] | None) -> dict[ServicePortKey, _Inputs]:
-    """The dispatch rules of the Service ports (all, or `only` these), in rule order, nat before filter."""
+def _dispatch_inputs(nat: Table, filt: Table, key_of_target: Callable[[str], ServicePortKey | None]
+                     ) -> dict[ServicePortKey, _Inputs]:
+    """The dispatch rules of the Service ports, in rule order, nat before filter."""
     inputs: dict[ServicePortKey, _Inputs] = {}
     for chain in NAT_CHAINS:
-        rules = nat.dispatch.get(chain, [])
+        rules = nat.dispatch.get(chain, ())
         keys = list(map(key_of_target, map(_TARGET, rules)))  # (in C: KUBE-SERVICES has a rule per Service port)
         for key, rule in zip(filter(None, keys), itertools.compress(rules, keys), strict=True):
             inputs.setdefault(key, []).append(rule)
     for chain in FILTER_CHAINS:
         for rule in filt.dispatch.get(chain, []):
             filter_key = _filter_key(rule)
-            if filter_key is not None and (only is None or filter_key in only):
+            if filter_key is not None:
                 inputs.setdefault(filter_key, []).append(_Filtered(rule))
     return inputs
 
@@ -197,59 +140,6 @@ def _filter_key(rule: Rule) -> ServicePortKey | None:
     """A filter rule names its Service port in its comment (no chain to hash there; never dropped)."""
     words = service_names(rule.comment)
     return ServicePortKey(words[0], proto(rule.protocol) or "tcp") if words else None
-
-
-def _touched(rs: RuleSet, names: Names, prior: _Derived) -> dict[ServicePortKey, str] | None:
-    """The Service ports (-> their chains' hash) whose inputs may differ from the prior derivation's, from
-    the chains the reader says changed; None when it cannot say (then everything is gathered again)."""
-    changes = rs.changes_since(prior.serial)
-    if changes is None or names.since != prior.serial:
-        return None
-    touched: dict[ServicePortKey, str | None] = {}
-
-    def of_chain(chain: str) -> None:
-        digest = hash_of(chain)
-        if digest is not None:
-            of_hash(digest)
-
-    def of_hash(digest: str) -> None:
-        for known in (names, prior.names):
-            key = known.by_hash.get(digest)
-            if key is not None:
-                touched[key] = digest
-
-    for digest in names.changed:  # a name that came or went changes what its chains count for
-        of_hash(digest)
-    nat = rs.table("nat")
-    endpoints: set[str] = set()  # changed KUBE-SEP chains
-    for chain in changes.chains.get("nat", ()):
-        if chain.startswith(SEP):
-            endpoints.add(chain)
-        elif chain in NAT_CHAINS:
-            removed, added = list_changes(prior.dispatch.get("nat", {}).get(chain, []), nat.dispatch.get(chain, []))
-            for rule in (*removed, *added):
-                of_chain(rule.target)
-        else:
-            of_chain(chain)
-    for chain in changes.chains.get("filter", ()):
-        if chain in FILTER_CHAINS:
-            removed, added = list_changes(prior.dispatch.get("filter", {}).get(chain, []),
-                                          rs.table("filter").dispatch.get(chain, []))
-            for rule in (*removed, *added):
-                key = _filter_key(rule)
-                if key is not None:
-                    touched.setdefault(key, None)
-    if endpoints:  # the ladders that jump to them: usually changed themselves (kube-proxy rewrites both)
-        for chain in changes.chains.get("nat", ()):
-            for ladder in (prior.ladders.get(chain), nat.ladders.get(chain)):
-                if ladder is not None:
-                    endpoints.difference_update(ladder.endpoints, ladder.affinity_endpoints)
-        if endpoints:  # an endpoint chain changed under an unchanged ladder (damage): find its users
-            for chain, ladder in nat.ladders.items():
-                if not endpoints.isdisjoint(ladder.endpoints) or not endpoints.isdisjoint(ladder.affinity_endpoints):
-                    of_chain(chain)
-    return {key: digest if digest is not None else port_proto_hash(key.service, key.protocol)
-            for key, digest in touched.items()}
 
 
 def _port(key: ServicePortKey, items: _Inputs, family: int) -> ProgrammedPort | None:
@@ -325,14 +215,6 @@ def _filter_dispatch(p: _Port, rule: Rule, kinds: dict[str, str], family: int) -
         return False
     p.add(kind, _address(ip, rule.dport, family), action, rule.text)
     return True
-
-
-def programmed_ports(state: IptablesState) -> list[ProgrammedPort]:
-    """Every IP family's programmed Service ports (IPv4 first)."""
-    out: list[ProgrammedPort] = []
-    for rs in state.rulesets:
-        out.extend(programmed_ports_of(rs))
-    return out
 
 
 def endpoint_users(table: Table) -> dict[str, list[str]]:

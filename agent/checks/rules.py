@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from agent.catalogue import finding
-from agent.checks.expected import ExpectedPort, expected_ports, host_of
-from agent.checks.programmed import programmed
+from agent.checks.expected import host_of
 from agent.model import Finding, Snapshot
 from agent.model.programmed import (
     DROP,
@@ -21,9 +20,11 @@ from agent.model.programmed import (
     REJECT,
     TO_SERVICE,
     Dispatch,
+    ExpectedPort,
     ProgrammedPort,
     ProgrammedServices,
 )
+from agent.model.views import Views
 from agent.settings import kube_proxy_settings
 
 Key = tuple[str, str, int]  # (service port name, protocol, family)
@@ -126,13 +127,12 @@ def compare(expected: list[ExpectedPort], view: ProgrammedServices,
                 "dispatch": [d.evidence for d in prog.dispatch]})
 
 
-def check(snap: Snapshot) -> Iterator[Finding]:
-    src = snap.cluster
-    if not src.ok or src.data is None or not src.data.comparable:
+def check(snap: Snapshot, views: Views) -> Iterator[Finding]:
+    view, expected, cluster = views.programmed, views.expected, snap.cluster.data
+    if expected is None or cluster is None or not cluster.comparable:
         return  # nothing to compare with (agent.source_failed / api.unreachable / api.node_not_found say why)
-    view = programmed(snap)
     if view is None:
         return
     grace = grace_seconds(snap)
     read_at = view.read_at or snap.taken_at  # a paced reader may hand back rules read some time ago
-    yield from compare(expected_ports(src.data, snap.node), view, lambda exp: settling(exp, read_at, grace))
+    yield from compare(list(expected), view, lambda exp: settling(exp, read_at, grace))

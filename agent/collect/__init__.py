@@ -30,9 +30,18 @@ from agent.collect.base import CollectContext, Paced
 @dataclass(frozen=True)
 class Collector:
     name: str
-    func: Callable[[CollectContext], Any]
+    func: Callable[[CollectContext], Any] | None  # a read that remembers nothing (None: see `reader`)
     phase: int = 2
     timeout_s: float | None = None  # None: the config's source_timeout_s
+    # A reader that remembers something between reads: each Runner makes its own with this, so what it
+    # remembers belongs to that runner (and is gone with it), never to the module
+    reader: Callable[[], Callable[[CollectContext], Any]] | None = None
+
+    def make(self) -> Callable[[CollectContext], Any]:
+        if self.reader is not None:
+            return self.reader()
+        assert self.func is not None, self.name
+        return self.func
 
 
 COLLECTORS: tuple[Collector, ...] = (
@@ -42,10 +51,10 @@ COLLECTORS: tuple[Collector, ...] = (
     Collector("conntrack", conntrack.collect),
     Collector("sysctl", sysctl.collect),
     Collector("links", links.collect),
-    # a save of 170k rules takes seconds (a minute on some nft hosts); reads are paced, see iptables.py
-    Collector("iptables", iptables.collect, timeout_s=90.0),
+    # a save of 170k rules takes seconds; reads are paced and skipped when nothing changed, see iptables.py
+    Collector("iptables", None, reader=iptables.IptablesReader),
     # reading 10k Services x 5 endpoints takes ~6 s (bench/bench_nftables.py): paced to ~5% of a core
-    Collector("nftables", Paced(nftables.collect), timeout_s=60.0),
+    Collector("nftables", None, timeout_s=60.0, reader=lambda: Paced(nftables.collect)),
     Collector("ipvs", ipvs.collect),
     Collector("cni", cni.collect),
     Collector("kubelet_log", kubelet_log.collect),

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from agent.collect.base import Absent, CollectContext, CollectError
 from agent.kubeobjects import state_from_items
 from agent.model.cluster import ClusterState
+from agent.serial import SchemaError, load_strict, to_jsonable
 
 
 class ClusterProvider(Protocol):
@@ -44,9 +45,14 @@ class FileProvider:
             raise CollectError(f"cluster state {self.path} {problem}")
         items: list[dict[str, Any]] = raw["items"]
         try:
-            return state_from_items(items, self.node_name, f"file {self.path}", mtime)
+            state = state_from_items(items, self.node_name, f"file {self.path}", mtime)
         except (AttributeError, KeyError, TypeError, ValueError):  # a field of the wrong shape: say which object
             raise CollectError(f"cluster state {self.path} {_malformed(items, self.node_name)}") from None
+        try:  # a field that loaded with the wrong type (a list where a name belongs) would crash a check later
+            load_strict(ClusterState, to_jsonable(state), "state")
+        except SchemaError as exc:
+            raise CollectError(f"cluster state {self.path} has a field of the wrong type ({exc})") from None
+        return state
 
 
 def _malformed(items: list[dict[str, Any]], node_name: str) -> str:

@@ -1,34 +1,64 @@
-"""Snapshot data for the iptables source (filled by agent/collect/iptables.py).
+"""Snapshot data for the iptables source (filled by agent/collect/iptables.py). Immutable.
 
 Only what the checks need is kept, so a node with 10k Services (170k rules) stays small in memory:
 per-endpoint KUBE-SEP chains become one DNAT string each, KUBE-SVC/KUBE-SVL chains their endpoint
 ladder, and only the dispatch rules (which say where traffic enters a Service) keep their parsed
 parts and text. Everything else kube-proxy did not hash (built-in chains, KUBE-POSTROUTING, other
-components' chains) keeps its rule text. Plain dataclasses only: the snapshot round-trips through JSON.
+components' chains) keeps its rule text.
+
+Every class is a frozen dataclass holding tuples and read-only mappings: a read is handed out whole
+and nobody changes it afterwards (the reader may hand the same object back while the rules are
+unchanged). The snapshot still round-trips through JSON (agent/serial.py).
 """
 
 from __future__ import annotations
 
-import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any
 
 # Chains whose rules are dispatch rules: they send a Service address or port somewhere.
 DISPATCH_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-EXTERNAL-SERVICES", "KUBE-PROXY-FIREWALL")
 DISPATCH_PREFIXES = ("KUBE-EXT-", "KUBE-FW-")
 LADDER_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-")
 ENDPOINT_PREFIX = "KUBE-SEP-"
-# Chain name prefixes the parser counts while declaring: kube-proxy's hashed chains, pre-1.24 KUBE-XLB-,
-# and userspace mode's KUBE-PORTALS-* / KUBE-NODEPORT-* (not KUBE-NODEPORTS)
-COUNTED_PREFIXES = ("KUBE-SEP-", "KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-XLB-", "KUBE-PORTALS-",
-                    "KUBE-NODEPORT-")
-KUBE_PREFIX = "KUBE-"
-# What the parser counts: those, and every KUBE-* chain (kube_chain_count), last
-COUNTED = (*COUNTED_PREFIXES, KUBE_PREFIX)
-# Not part of a saved snapshot (agent/serial.py skips it): it only relates objects of one process.
-TRANSIENT = {"transient": True}
+HASHED_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-")
+USERSPACE_CHAINS = ("KUBE-PORTALS-CONTAINER", "KUBE-PORTALS-HOST", "KUBE-NODEPORT-CONTAINER", "KUBE-NODEPORT-HOST")
+LEGACY_PREFIXES = ("KUBE-XLB-",)  # kube-proxy before 1.24
 
 
-@dataclass(slots=True)  # many of them: no per-object __dict__
+def frozen_map(value: Mapping[Any, Any] | None = None) -> Mapping[Any, Any]:
+    """A read-only view of `value` (taken over, not copied: the caller gives up its dict)."""
+    if isinstance(value, MappingProxyType):
+        return value
+    return MappingProxyType(value if isinstance(value, dict) else dict(value or {}))
+
+
+def _freeze(obj: object, **fields: str) -> None:
+    """Make a frozen dataclass's list/dict fields tuples/read-only mappings (constructors may be given
+    plain lists and dicts: tests, the JSON loader)."""
+    for name, kind in fields.items():
+        value = getattr(obj, name)
+        if kind == "map" and not isinstance(value, MappingProxyType):
+            object.__setattr__(obj, name, frozen_map(value))
+        elif kind == "tuple" and not isinstance(value, tuple):
+            object.__setattr__(obj, name, tuple(value))
+
+
+def jump_target(rule_text: str) -> str:
+    """The -j/-g target: the last one on the line (a comment cannot follow the target); "" when none."""
+    at = max(rule_text.rfind(" -j "), rule_text.rfind(" -g "))
+    if at < 0:
+        return ""
+    start = at + 4
+    end = rule_text.find(" ", start)
+    return rule_text[start:] if end < 0 else rule_text[start:end]
+
+
+
+@dataclass(frozen=True, slots=True)  # many of them: no per-object __dict__
 class Rule:
     """One dispatch rule, parsed. Negated matches keep a leading "!" ("!10.0.0.0/8")."""
 
@@ -45,19 +75,19 @@ class Rule:
     goto: bool = False  # -g instead of -j
 
 
-@dataclass(slots=True)  # many of them: no per-object __dict__
+@dataclass(frozen=True, slots=True)
 class LadderChain:
     """A KUBE-SVC-/KUBE-SVL- chain: how it picks one KUBE-SEP chain."""
 
-    endpoints: list[str] = field(default_factory=list)  # KUBE-SEP targets of the load-balancing rules, in order
-    probabilities: list[float | None] = field(default_factory=list)  # parallel to endpoints; None: unconditional
+    endpoints: tuple[str, ...] = ()  # KUBE-SEP targets of the load-balancing rules, in order
+    probabilities: tuple[float | None, ...] = ()  # parallel to endpoints; None: unconditional
     affinity_seconds: int | None = None  # `-m recent --rcheck --seconds N`: ClientIP session affinity
-    affinity_endpoints: list[str] = field(default_factory=list)  # KUBE-SEP targets of the affinity rules
+    affinity_endpoints: tuple[str, ...] = ()  # KUBE-SEP targets of the affinity rules
     comment: str | None = None  # the first service-level comment ("ns/svc:port cluster IP")
     protocol: str | None = None  # -p of the first rule that names one
 
 
-@dataclass(slots=True)  # many of them: no per-object __dict__
+@dataclass(frozen=True, slots=True)
 class Jump:
     table: str
     chain: str
@@ -65,68 +95,69 @@ class Jump:
     text: str
 
 
-@dataclass
-class Table:
-    name: str
-    chains: list[str] = field(default_factory=list)  # every chain, built-in ones included, in save order
-    rule_count: int = 0
-    plain: dict[str, list[str]] = field(default_factory=dict)  # chain -> rule texts, for chains not modelled below
-    dispatch: dict[str, list[Rule]] = field(default_factory=dict)  # DISPATCH_CHAINS, KUBE-EXT-/KUBE-FW- chains
-    ladders: dict[str, LadderChain] = field(default_factory=dict)  # KUBE-SVC-/KUBE-SVL- chains
-    endpoint_dnat: dict[str, str] = field(default_factory=dict)  # KUBE-SEP chain -> "ip:port" ("" when none)
-    # COUNTED -> how many chains are declared with it, when the parser counted them as it declared
-    # them (None: count `chains`); 60k names at 10k Services are not scanned again by every check
-    prefixes: dict[str, int] | None = field(default=None, compare=False, metadata=TRANSIENT)
+@dataclass(frozen=True)
+class Census:
+    """Counts and rare kinds of a table's chains (several checks ask these of 60k names)."""
 
-
-_serials = itertools.count(1)
+    declared: Mapping[str, int]  # KUBE-SVC- / KUBE-SVL- / KUBE-EXT- / KUBE-FW- -> chains declared with it
+    kube: int  # every KUBE-* chain
+    userspace: tuple[str, ...]  # userspace mode's chains, sorted
+    legacy: tuple[str, ...]  # chains of kube-proxy before 1.24 (KUBE-XLB-*), sorted
 
 
 @dataclass(frozen=True)
-class ChainChanges:
-    """How a RuleSet differs from the one read just before it from the same backend and family (set by
-    agent/iptables_reuse.py): per table, every chain whose entry in plain, dispatch, ladders or
-    endpoint_dnat may differ (added, removed or changed). Chain lists and counts are not covered. A view
-    derived from the RuleSet whose serial is `since` may be brought up to date from these chains alone."""
+class Table:
+    name: str
+    chains: tuple[str, ...] = ()  # every chain, built-in ones included, in save order
+    rule_count: int = 0
+    plain: Mapping[str, tuple[str, ...]] = field(default_factory=frozen_map)  # chain -> rule texts (not below)
+    dispatch: Mapping[str, tuple[Rule, ...]] = field(default_factory=frozen_map)  # DISPATCH_CHAINS, KUBE-EXT/FW-
+    ladders: Mapping[str, LadderChain] = field(default_factory=frozen_map)  # KUBE-SVC-/KUBE-SVL- chains
+    endpoint_dnat: Mapping[str, str] = field(default_factory=frozen_map)  # KUBE-SEP chain -> "ip:port" ("": none)
 
-    since: int
-    chains: dict[str, frozenset[str]]
+    def __post_init__(self) -> None:
+        _freeze(self, chains="tuple", plain="map", dispatch="map", ladders="map", endpoint_dnat="map")
+
+    @cached_property  # a pure function of this immutable table, worked out once, when first asked
+    def census(self) -> Census:
+        text = "\n" + "\n".join(self.chains) + "\n"  # counted and searched in C, not a loop over 60k names
+        legacy = tuple(sorted(c for c in self.chains if c.startswith(LEGACY_PREFIXES))) \
+            if any(f"\n{p}" in text for p in LEGACY_PREFIXES) else ()
+        return Census(declared=frozen_map({p: text.count("\n" + p) for p in HASHED_PREFIXES}),
+                      kube=text.count("\nKUBE-"),
+                      userspace=tuple(sorted(c for c in USERSPACE_CHAINS if f"\n{c}\n" in text)), legacy=legacy)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RuleSet:
-    """What one `ip(6)tables-<backend>-save` showed. Never changed once the parser hands it out: the reader
-    returns the same object while the rules are unchanged, and checks memoise their results on it."""
+    """What one `ip(6)tables-<backend>-save` showed."""
 
     family: int  # 4 | 6
-    tables: dict[str, Table] = field(default_factory=dict)
-    dangling: list[Jump] = field(default_factory=list)  # jumps to a KUBE-* chain that is not declared
-    unparsed: list[str] = field(default_factory=list)  # lines the parser did not understand (first 50)
+    tables: Mapping[str, Table] = field(default_factory=frozen_map)
+    dangling: tuple[Jump, ...] = ()  # jumps to a KUBE-* chain that is not declared
+    unparsed: tuple[str, ...] = ()  # lines the parser did not understand (the first 50)
     unparsed_count: int = 0
-    # unique in this process: what ChainChanges.since refers to
-    serial: int = field(default_factory=lambda: next(_serials), compare=False, repr=False, metadata=TRANSIENT)
-    changes: ChainChanges | None = field(default=None, compare=False, repr=False, metadata=TRANSIENT)
+
+    def __post_init__(self) -> None:
+        _freeze(self, tables="map", dangling="tuple", unparsed="tuple")
 
     def table(self, name: str) -> Table:
         return self.tables.get(name) or Table(name)
 
-    def changes_since(self, serial: int | None) -> ChainChanges | None:
-        """The chains changed since the RuleSet with this serial, if that is the one read just before."""
-        return self.changes if self.changes is not None and self.changes.since == serial else None
-
     def kube_chain_count(self) -> int:
-        """KUBE-* chains in all tables (the parser's count where it has one: 60k names at 10k Services)."""
-        return sum(t.prefixes[KUBE_PREFIX] if t.prefixes is not None else
-                   sum(1 for c in t.chains if c.startswith(KUBE_PREFIX)) for t in self.tables.values())
+        return sum(t.census.kube for t in self.tables.values())
 
 
-@dataclass
+@dataclass(frozen=True)
 class IptablesState:
     backend: str  # "legacy" | "nft": the one kube-proxy writes through
     backend_reason: str  # how it was decided (iptables-wrappers' order), for evidence
-    rulesets: list[RuleSet] = field(default_factory=list)  # IPv4 first, then IPv6 when that has tables
-    kube_chains: dict[str, int] = field(default_factory=dict)  # backend -> KUBE-* chains seen there
+    rulesets: tuple[RuleSet, ...] = ()  # IPv4 first, then IPv6 when that has kube-proxy chains
+    kube_chains: Mapping[str, int] = field(default_factory=frozen_map)  # backend -> KUBE-* chains seen there
     read_at: float = 0.0  # unix time of the read (older than the snapshot when the read was spaced out)
+
+    def __post_init__(self) -> None:
+        _freeze(self, rulesets="tuple", kube_chains="map")
 
     def ruleset(self, family: int) -> RuleSet | None:
         return next((r for r in self.rulesets if r.family == family), None)

@@ -49,3 +49,23 @@ class ProgrammedServices:
     ports: list[ProgrammedPort] = field(default_factory=list)
     families: list[int] = field(default_factory=lambda: [4])  # the IP families the reader looked at
     read_at: float | None = None  # when the rules were read, if earlier than the snapshot (a paced read)
+
+
+@dataclass
+class ExpectedPort:
+    """What kube-proxy on this node should have programmed for one Service port and IP family
+    (agent/checks/expected.py)."""
+
+    service: str  # kube-proxy's ServicePortName: "ns/name:port" ("ns/name" for an unnamed port)
+    namespace: str
+    name: str
+    port_name: str
+    protocol: str  # lower case, as the rule readers give it
+    family: int
+    dispatch: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, address) -> action
+    cluster_endpoints: set[str] | None = None  # None: the Service uses no cluster-wide endpoint chain
+    local_endpoints: set[str] | None = None  # None: no traffic-policy-Local chain
+    usable_endpoints: set[str] = field(default_factory=set)  # every endpoint kube-proxy could pick
+    topology_filtered: bool = False  # zone hints may make kube-proxy program a subset of usable endpoints
+    affinity_seconds: int | None = None
+    last_change: float | None = None

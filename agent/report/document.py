@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agent.model import SEVERITIES, Finding
-from agent.runner import Report
+from agent.model.report import Report
 from agent.serial import to_jsonable
 
 SCHEMA = "svcdoctor/v1"

@@ -15,8 +15,8 @@ from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.catalogue import load
+from agent.model.report import Report
 from agent.report import metrics_bridge, metrics_iptables, metrics_ipvs, metrics_nftables, metrics_rules
-from agent.runner import Report
 
 MAX_SERIES_PER_ID = 100
 

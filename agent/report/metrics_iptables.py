@@ -8,23 +8,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agent.checks.programmed_iptables import programmed_ports
-from agent.model.programmed import ProgrammedPort
-from agent.runner import Report
-
-_cache: dict[int, tuple[Report, list[ProgrammedPort]]] = {}  # one entry: the latest report's ports
-
-
-def _ports(report: Report) -> list[ProgrammedPort]:
-    """programmed_ports of the report, computed once per report, not once per scrape."""
-    hit = _cache.get(id(report))
-    if hit is not None and hit[0] is report:
-        return hit[1]
-    state = report.snapshot.iptables.data
-    ports = programmed_ports(state) if state is not None else []
-    _cache.clear()
-    _cache[id(report)] = (report, ports)
-    return ports
+from agent.model.report import Report
 
 
 def families(report: Report) -> Iterator[Metric]:
@@ -41,7 +25,7 @@ def families(report: Report) -> Iterator[Metric]:
     for table_name, count in sorted(per_table.items()):
         rules.add_metric([state.backend, table_name], count)
     yield rules
-    ports = _ports(report)
+    ports = [p for view in (report.views.iptables if report.views is not None else ()) for p in view.ports]
     yield GaugeMetricFamily("svcdoctor_iptables_service_ports", "Service ports with rules in the iptables "
                             "rules (dispatch or endpoint chains), per IP family counted separately.",
                             value=len(ports))

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agent.runner import Report
+from agent.model.report import Report
 
 
 def families(report: Report) -> Iterator[Metric]:

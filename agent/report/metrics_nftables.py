@@ -6,8 +6,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agent.checks.programmed_nftables import programmed_ports
-from agent.runner import Report
+from agent.model.report import Report
 
 
 def families(report: Report) -> Iterator[Metric]:
@@ -22,7 +21,7 @@ def families(report: Report) -> Iterator[Metric]:
     endpoints = GaugeMetricFamily("svcdoctor_nftables_endpoints",
                                   "Endpoints (DNAT targets) the dispatched Service ports choose from.",
                                   labels=["family"])
-    all_ports = programmed_ports(src.data)
+    all_ports = (report.views.nftables_ports if report.views is not None else None) or ()
     for table in src.data.tables:
         programmed = [p for p in all_ports if p.family == table.ip_family]
         chains.add_metric([table.family], len(table.chains))

@@ -7,24 +7,24 @@ from collections.abc import Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from agent.checks.expected import expected_ports
-from agent.checks.programmed import programmed
-from agent.runner import Report
+from agent.model.report import Report
 
 MAX_OUT_OF_SYNC_SERIES = 100
 
 
 def families(report: Report) -> Iterator[Metric]:
-    snap = report.snapshot
-    view = programmed(snap)
+    views = report.views
+    if views is None:
+        return
+    view = views.programmed
     if view is not None:
         yield GaugeMetricFamily("svcdoctor_services_programmed",
                                 "Service ports this node's proxy rules program.", value=len(view.ports))
-    cluster = snap.cluster.data
-    if cluster is None or not snap.cluster.ok or not cluster.comparable:
+    cluster = report.snapshot.cluster.data
+    if views.expected is None or cluster is None or not cluster.comparable:  # rules were not compared
         return
     families_read = set(view.families) if view is not None else {4, 6}
-    expected = [e for e in expected_ports(cluster, snap.node) if e.family in families_read]
+    expected = [e for e in views.expected if e.family in families_read]
     yield GaugeMetricFamily("svcdoctor_services_expected",
                             "Service ports the API server says this node should program.", value=len(expected))
     out = GaugeMetricFamily("svcdoctor_rules_out_of_sync",

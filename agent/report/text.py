@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 
 from agent.model import SEVERITIES, Finding, Snapshot
-from agent.runner import Report
+from agent.model.report import Report
 
 _COLOURS = {"critical": "\033[1;31m", "warning": "\033[33m", "info": "\033[36m"}
 _RESET = "\033[0m"

@@ -7,11 +7,12 @@ editing the real text, then the exact iptables.* findings are asserted.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 import pytest
 
-from agent.iptables_parse import Parser, parse_text
+from agent.collect.iptables_parse import Parser, parse_text
 from agent.model import Snapshot, Source
 from agent.model.iptables import IptablesState
 from tests.checks.helpers import found, run_checks
@@ -29,7 +30,7 @@ NO_ENDPOINTS = {"v1.3x_TestOverallIPTablesRules": {"ns6/svc6:p80"},
 def state(*texts: str, kube_chains: dict[str, int] | None = None) -> IptablesState:
     parser = Parser(4)
     for text in texts:
-        parser.feed_block(text)
+        parser.feed(text.split("\n"))
     return IptablesState(backend="legacy", backend_reason="test", rulesets=[parser.result()],
                          kube_chains=kube_chains or {"legacy": 1, "nft": 0})
 
@@ -187,11 +188,12 @@ def test_snapshot_with_iptables_round_trips_through_json() -> None:
 
 def test_ipv6_with_only_kubelets_chains_is_not_judged() -> None:
     kubelets = "*mangle\n:KUBE-IPTABLES-HINT - [0:0]\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n"
-    st = state(OVERALL, NODE_BASE)
-    st.rulesets.append(parse_text(kubelets, family=6))
+    v4 = state(OVERALL, NODE_BASE)
+    st = dataclasses.replace(v4, rulesets=(*v4.rulesets, parse_text(kubelets, family=6)))
     assert iptables_problems(healthy(iptables=st)) == set()
-    st = state(OVERALL, NODE_BASE)  # kube-proxy serves IPv6 too: its skeleton must be whole there
-    st.rulesets.append(parse_text(kubelets + "*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n", family=6))
+    # kube-proxy serves IPv6 too: its skeleton must be whole there
+    st = dataclasses.replace(v4, rulesets=(*v4.rulesets, parse_text(kubelets + "*nat\n:KUBE-SERVICES - [0:0]\nCOMMIT\n",
+                                                                    family=6)))
     assert ("iptables.chain_missing", "nat/KUBE-POSTROUTING") in iptables_problems(healthy(iptables=st))
 
 

@@ -3,7 +3,8 @@ and the backend label of svcdoctor_kube_proxy_info."""
 
 from __future__ import annotations
 
-from agent.iptables_parse import parse_text
+from agent.checks.derive import derive
+from agent.collect.iptables_parse import parse_text
 from agent.model.iptables import IptablesState
 from agent.report import metrics, metrics_iptables
 from agent.runner import Report
@@ -19,7 +20,8 @@ def samples(report: Report, fams: object) -> dict[tuple[str, tuple[tuple[str, st
 
 
 def report_of(snap: object) -> Report:
-    return Report(snapshot=snap, findings=(), proxy_mode="iptables", generated_at=0.0)  # type: ignore[arg-type]
+    return Report(snapshot=snap, findings=(), proxy_mode="iptables", generated_at=0.0,  # type: ignore[arg-type]
+                  views=derive(snap))  # type: ignore[arg-type]
 
 
 def test_rules_ports_and_endpoints() -> None:

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from agent.checks.programmed_iptables import programmed_ports
-from agent.iptables_parse import parse_text
+from agent.collect.iptables_parse import parse_text
 from agent.kube_hash import endpoint_chain
 from agent.model.iptables import IptablesState
 from agent.model.programmed import ProgrammedPort
@@ -80,82 +80,11 @@ def test_without_per_endpoint_comments_the_view_is_the_same() -> None:
     assert ports_of(bare) == ports_of(text)
 
 
-def test_after_a_partial_sync_the_reused_derivation_equals_a_fresh_one() -> None:
-    """Ports and findings are rebuilt only for the Services a change touched (the reader hands back the
-    rest as the same objects); what comes out must be what deriving everything afresh gives."""
-    from agent.checks import iptables_services, programmed_iptables
-    from agent.iptables_reuse import PieceCache
-    from agent.serial import to_jsonable
-    from bench.gen_iptables import changed_endpoints, generate
-    from tests.rulesets import apply_partial, fresh_views, read
-
-    base = apply_partial("".join(generate(300, 3)), "")
-    rung = re.search(r'"ns1/svc1:p80 -> [^"]*" -m statistic --mode random --probability 0.3333333333', base)
-    assert rung is not None  # ns1/svc1 is not among the changed Services; its ladder becomes unfair
-    unfair = base.replace(rung.group(0), rung.group(0).replace("0.3333333333", "0.2500000000"))
-    changed = apply_partial(unfair, "".join(changed_endpoints(300, 3, every=10)))
-    cache = PieceCache()
-    first = read(cache, base)
-    ports_before = programmed_iptables.programmed_ports_of(first)
-    assert {f.id for f in iptables_services.findings_of(first)} == {"iptables.service_has_no_endpoints"}
-    second = read(cache, changed)
-    ports, findings = programmed_iptables.programmed_ports_of(second), iptables_services.findings_of(second)
-
-    fresh_ports, fresh_findings = fresh_views(parse_text(changed))
-    assert to_jsonable(ports) == to_jsonable(fresh_ports)
-    assert findings == fresh_findings
-    assert {f.id for f in findings} == {"iptables.service_has_no_endpoints", "iptables.probability_inconsistent"}
-    kept = {id(p) for p in ports_before}
-    assert 0.8 * len(ports) <= sum(id(p) in kept for p in ports) < len(ports)  # most reused, not all
-
-
-@pytest.mark.parametrize("sequence", ["change_sequence", "partial_sync_sequence"])
-def test_views_brought_up_to_date_from_the_changed_chains_equal_fresh_ones(sequence: str) -> None:
-    """Each read of a series of changes (kube-proxy's partial syncs, outside damage) is derived from the
-    last one's views and the chains the reader says changed; it must equal deriving it afresh."""
-    from agent.checks import iptables_services, programmed_iptables
-    from agent.checks.iptables_names import learn_names
-    from agent.iptables_reuse import PieceCache
-    from agent.serial import to_jsonable
-    from tests import rulesets
-
-    cache = PieceCache()
-    updated = []
-    for label, text in getattr(rulesets, sequence)():
-        rs = rulesets.read(cache, text, lines_per_block=700)
-        ports, findings = programmed_iptables.programmed_ports_of(rs), iptables_services.findings_of(rs)
-        if rs.changes is not None:
-            updated.append(label)
-            assert learn_names(rs).since == rs.changes.since, label
-        fresh_ports, fresh_findings = rulesets.fresh_views(parse_text(text))
-        assert to_jsonable(ports) == to_jsonable(fresh_ports), label
-        assert findings == fresh_findings, label
-    assert len(updated) >= 8 if sequence == "change_sequence" else len(updated) == 8
-
-
-def test_a_few_changed_services_rebuild_only_their_ports() -> None:
-    from agent.checks import programmed_iptables
-    from agent.iptables_reuse import PieceCache
-    from bench.gen_iptables import changed_endpoints, generate
-    from tests.rulesets import apply_partial, read
-
-    base = apply_partial("".join(generate(1000, 3)), "")
-    cache = PieceCache()
-    first = programmed_iptables.programmed_ports_of(read(cache, base))
-    built = []
-    real_port = programmed_iptables._port
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(programmed_iptables, "_port", lambda *a: built.append(a[0]) or real_port(*a))
-        second = programmed_iptables.programmed_ports_of(read(cache, apply_partial(base, "".join(
-            changed_endpoints(1000, 3, every=100)))))
-    assert len(built) == 10  # the ten changed Services, no neighbour
-    assert sum(a is not b for a, b in zip(first, second, strict=True)) == 10
-
-
 def test_the_benchmarks_partial_sync_moved_back_gives_the_rules_it_began_with() -> None:
     """bench/bench_iptables.py alternates a partial sync and its way back: each must be a real change that
     the checks find sound, and the way back must restore every chain's rules."""
     from agent.checks import iptables_services
+    from agent.checks.iptables_names import learn_names
     from bench.gen_iptables import changed_endpoints, generate
     from tests.rulesets import apply_partial
 
@@ -166,4 +95,5 @@ def test_the_benchmarks_partial_sync_moved_back_gives_the_rules_it_began_with() 
     assert nat[1].endpoint_dnat != nat[0].endpoint_dnat and nat[1].ladders != nat[0].ladders
     assert (nat[2].endpoint_dnat, nat[2].ladders, sorted(nat[2].chains)) == \
         (nat[0].endpoint_dnat, nat[0].ladders, sorted(nat[0].chains))
-    assert {f.id for f in iptables_services.findings_of(parse_text(there))} == {"iptables.service_has_no_endpoints"}
+    rs = parse_text(there)
+    assert {f.id for f in iptables_services.findings_of(rs, learn_names(rs))} == {"iptables.service_has_no_endpoints"}

@@ -340,11 +340,12 @@ def test_fixture_files_exist() -> None:
 
 
 def test_metrics_count_chains_ports_and_endpoints_per_family() -> None:
+    from agent.checks.derive import derive
     from agent.report.metrics_nftables import families
     from agent.runner import Report
 
-    report = Report(snapshot=nft_snapshot(state(items(OVERALL))), findings=(), proxy_mode="nftables",
-                    generated_at=0.0)
+    snap = nft_snapshot(state(items(OVERALL)))
+    report = Report(snapshot=snap, findings=(), proxy_mode="nftables", generated_at=0.0, views=derive(snap))
     got = {(m.name, s.labels["family"]): s.value for m in families(report) for s in m.samples}
     assert got == {("svcdoctor_nftables_chains", "ip"): 32, ("svcdoctor_nftables_service_ports", "ip"): 6,
                    ("svcdoctor_nftables_endpoints", "ip"): 6}

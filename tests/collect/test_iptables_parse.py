@@ -1,11 +1,11 @@
-"""The iptables-save parser: every fixture form, the fast block path equal to the line-by-line one,
-odd lines recorded and skipped, and kube-proxy's chain hashing."""
+"""The iptables-save parser: every fixture form, fed whole or in any cut, odd lines recorded and
+skipped, and kube-proxy's chain hashing."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent.iptables_parse import Parser, parse_rule, parse_save, parse_text
+from agent.collect.iptables_parse import Parser, parse_rule, parse_text
 from agent.kube_hash import EXT, SVC, endpoint_chain, nft_endpoint_chain_base, nft_service_chain_base, service_chain
 from agent.serial import to_jsonable
 from bench.gen_iptables import generate
@@ -18,24 +18,18 @@ ALL_FORMS = sorted(p.name for p in IPT.glob("*.rules"))
 @pytest.mark.parametrize("name", ALL_FORMS)
 def test_every_fixture_form_parses_without_odd_lines(name: str) -> None:
     rs = parse_text((IPT / name).read_text())
-    assert rs.unparsed == [] and rs.unparsed_count == 0
+    assert rs.unparsed == () and rs.unparsed_count == 0
     text = (IPT / name).read_text()
     assert sum(t.rule_count for t in rs.tables.values()) == text.count("\n-A ") + text.count("\n-I ")
 
 
-@pytest.mark.parametrize("name", ALL_FORMS)
-def test_block_path_equals_line_path(name: str) -> None:
-    text = (IPT / name).read_text()
-    assert to_jsonable(parse_text(text)) == to_jsonable(parse_save(text.splitlines()))
-
-
-def test_block_path_equals_line_path_on_a_generated_rule_set_fed_in_small_blocks() -> None:
+def test_lines_fed_in_any_cut_read_the_same() -> None:
     text = "".join(generate(120, 3))
     parser = Parser()
-    lines = text.splitlines(keepends=True)
-    for i in range(0, len(lines), 37):  # blocks that cut through tables and chains
-        parser.feed_block("".join(lines[i:i + 37]))
-    assert to_jsonable(parser.result()) == to_jsonable(parse_save(lines))
+    lines = text.splitlines()
+    for i in range(0, len(lines), 37):  # cuts through tables and chains
+        parser.feed(lines[i:i + 37])
+    assert to_jsonable(parser.result()) == to_jsonable(parse_text(text))
 
 
 @pytest.mark.parametrize("stem", ["v1.3x_TestOverallIPTablesRules", "v1.3x_TestSyncProxyRulesRepeated_01_initial_full",
@@ -111,28 +105,26 @@ def test_fast_hash_equals_the_plain_definition(length: int) -> None:
         assert _hash(text, length) == _hash_reference(text, length)
 
 
-@pytest.mark.parametrize("block", [False, True])
-def test_an_endpoint_chain_without_a_dnat_has_an_empty_one(block: bool) -> None:
+def test_an_endpoint_chain_without_a_dnat_has_an_empty_one() -> None:
     """Counted when chains are declared: every declared KUBE-SEP chain needs a DNAT entry, "" for none."""
     text = ("*nat\n:KUBE-SEP-AAAA - [0:0]\n:KUBE-SEP-BBBB - [0:0]\n:KUBE-SEP-CCCC - [0:0]\n:KUBE-SEP-DDDD - [0:0]\n"
             "-A KUBE-SEP-AAAA -s 10.1.0.1 -j KUBE-MARK-MASQ\n"
             "-A KUBE-SEP-BBBB -p tcp -j DNAT --to-destination 10.1.0.2:80\n"
             "-A KUBE-SEP-DDDD -p tcp -j DNAT --to-destination 10.1.0.4:80\nCOMMIT\n"
             "*nat\n-X KUBE-SEP-DDDD\n:KUBE-SEP-EEEE - [0:0]\nCOMMIT\n")  # a table opened again: no count
-    rs = parse_text(text) if block else parse_save(text.splitlines())
+    rs = parse_text(text)
     assert rs.table("nat").endpoint_dnat == {"KUBE-SEP-AAAA": "", "KUBE-SEP-BBBB": "10.1.0.2:80",
                                              "KUBE-SEP-CCCC": "", "KUBE-SEP-EEEE": ""}
 
 
-@pytest.mark.parametrize("block", [False, True])
-def test_a_probability_that_is_not_a_number_is_recorded_and_skipped(block: bool) -> None:
+def test_a_probability_that_is_not_a_number_is_recorded_and_skipped() -> None:
     text = ("*nat\n:KUBE-SVC-AAAAAAAAAAAAAAAA - [0:0]\n:KUBE-SEP-A - [0:0]\n:KUBE-SEP-B - [0:0]\n"
             "-A KUBE-SVC-AAAAAAAAAAAAAAAA -m statistic --mode random --probability abc -j KUBE-SEP-A\n"
             "-A KUBE-SVC-AAAAAAAAAAAAAAAA -j KUBE-SEP-B\n"
             "-A KUBE-SEP-A -j DNAT --to-destination 10.1.0.1:80\n-A KUBE-SEP-B -j DNAT --to-destination 10.1.0.2:80\n"
             "COMMIT\n")
-    rs = parse_text(text) if block else parse_save(text.splitlines())
-    assert rs.unparsed == ["probability is not a number: -A KUBE-SVC-AAAAAAAAAAAAAAAA -m statistic --mode random "
+    rs = parse_text(text)
+    assert list(rs.unparsed) == ["probability is not a number: -A KUBE-SVC-AAAAAAAAAAAAAAAA -m statistic --mode random "
                            "--probability abc -j KUBE-SEP-A"]
     ladder = rs.table("nat").ladders["KUBE-SVC-AAAAAAAAAAAAAAAA"]
-    assert (ladder.endpoints, ladder.probabilities, rs.table("nat").rule_count) == (["KUBE-SEP-B"], [None], 3)
+    assert (ladder.endpoints, ladder.probabilities, rs.table("nat").rule_count) == (("KUBE-SEP-B",), (None,), 3)

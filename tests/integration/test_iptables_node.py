@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.iptables_parse import jump_target, parse_text
+from agent.collect.iptables_parse import parse_text
+from agent.model.iptables import jump_target
 from tests.testbed import DATA, FIXTURES, PY, Node, by_id, problems, require
 
 IPT = FIXTURES / "iptables"
@@ -183,7 +184,7 @@ def test_parser_agrees_with_libiptc(node: Node, fixture: str, tmp_path: Path) ->
             elif chain in table.ladders:
                 ladder = table.ladders[chain]  # kube-proxy writes the affinity jumps before the balancing ones
                 assert [r["target"] for r in rules if str(r["target"]).startswith("KUBE-SEP-")] == \
-                    ladder.affinity_endpoints + ladder.endpoints, chain
+                    [*ladder.affinity_endpoints, *ladder.endpoints], chain
             elif chain in table.dispatch:
                 assert [(r["target"] or "", r["comment"]) for r in rules] == \
                     [(x.target, x.comment) for x in table.dispatch[chain]], chain

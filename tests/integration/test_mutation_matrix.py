@@ -22,7 +22,7 @@ CASES = [(fixture, fault) for fixture in FULL for fault in [*faults((IPT / f"{fi
 
 def apply(node: Node, backend: str, commands: tuple[tuple[str, ...], ...]) -> None:
     for argv in commands:
-        node.sh(f"iptables-{backend}", "-w", "5", *argv)
+        node.sh(f"iptables-{backend}", "-w", "60", *argv)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
