@@ -175,7 +175,7 @@ backend, partial = sys.argv[1], sys.argv[2]
 reader = IptablesReader(budget=1.0)  # no pacing: every collect reads
 ctx = CollectContext(cfg=Config(), deadline_s=30)
 first, again = reader.collect(ctx), reader.collect(ctx)
-subprocess.run([f"iptables-{backend}-restore", "-w", "5", "--noflush"], stdin=open(partial), check=True)
+subprocess.run([f"iptables-{backend}-restore", "-w", "60", "--noflush"], stdin=open(partial), check=True)
 changed = reader.collect(ctx)
 rs = changed.rulesets[0]
 fresh = parse_text(subprocess.run([f"iptables-{backend}-save"], capture_output=True, text=True).stdout)

@@ -194,7 +194,7 @@ ctx = CollectContext(cfg=Config(), deadline_s=30)
 long_lived, runs = IptablesReader(budget=1.0), []
 same = []
 for text in texts:
-    subprocess.run([f"iptables-{backend}-restore", "-w", "5"], input=text, text=True, check=True)
+    subprocess.run([f"iptables-{backend}-restore", "-w", "60"], input=text, text=True, check=True)
     same.append(judged(long_lived(ctx), runs) == judged(IptablesReader(budget=1.0)(ctx)))
 print(json.dumps(same))
 """

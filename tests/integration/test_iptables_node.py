@@ -77,7 +77,7 @@ def _rule_spec(node: Node, backend: str, table: str, pattern: str) -> list[str]:
 
 
 def _delete(node: Node, backend: str, table: str, pattern: str) -> None:
-    node.sh(f"iptables-{backend}", "-w", "5", "-t", table, "-D", *_rule_spec(node, backend, table, pattern))
+    node.sh(f"iptables-{backend}", "-w", "60", "-t", table, "-D", *_rule_spec(node, backend, table, pattern))
 
 
 def delete_dispatch(node: Node, backend: str) -> None:
@@ -94,8 +94,8 @@ def delete_dnat(node: Node, backend: str) -> None:
 
 def delete_endpoint_chain(node: Node, backend: str) -> None:
     _delete(node, backend, "nat", "-j KUBE-SEP-SXIVWICOYRO3J4NJ")  # the kernel refuses to drop a used chain
-    node.sh(f"iptables-{backend}", "-w", "5", "-t", "nat", "-F", "KUBE-SEP-SXIVWICOYRO3J4NJ")
-    node.sh(f"iptables-{backend}", "-w", "5", "-t", "nat", "-X", "KUBE-SEP-SXIVWICOYRO3J4NJ")
+    node.sh(f"iptables-{backend}", "-w", "60", "-t", "nat", "-F", "KUBE-SEP-SXIVWICOYRO3J4NJ")
+    node.sh(f"iptables-{backend}", "-w", "60", "-t", "nat", "-X", "KUBE-SEP-SXIVWICOYRO3J4NJ")
 
 
 def chains_in_other_backend(node: Node, backend: str) -> None:
