@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 log = logging.getLogger("svcdoctor.tls")
+CHECK_EVERY_S = 5.0  # how often a handshake may stat the two files
 
 
 class TlsError(Exception):
@@ -48,8 +49,9 @@ def _stamp(*paths: Path) -> tuple[tuple[int, int, int], ...]:
 class ReloadingTls:
     """`context` is what the server listens with; every handshake gets the latest good pair."""
 
-    def __init__(self, cert: Path, key: Path, check_every_s: float = 5.0) -> None:
-        self.cert, self.key, self.check_every_s = cert, key, check_every_s
+    def __init__(self, cert: Path, key: Path, check_every_s: float | None = None) -> None:
+        self.cert, self.key = cert, key
+        self.check_every_s = CHECK_EVERY_S if check_every_s is None else check_every_s
         self._lock = threading.Lock()
         self._stamp = _stamp(cert, key)
         self._current = _context(cert, key)  # a bad pair at start is a start error (TlsError)
