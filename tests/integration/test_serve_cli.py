@@ -69,7 +69,7 @@ def test_bad_serve_settings_are_one_line_and_exit_2(node: Node, args: list[str],
     assert res.returncode == 2, res.stderr
     assert words in res.stderr
     assert "Traceback" not in res.stderr
-    assert len([ln for ln in res.stderr.splitlines() if "svcdoctor" in ln and "error" in ln.lower()
+    assert len([ln for ln in res.stderr.splitlines() if ("svcdoctor" in ln and "error" in ln.lower())
                 or ln.startswith("svcdoctor:")]) == 1
 
 
