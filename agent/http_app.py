@@ -38,6 +38,7 @@ Key = tuple[Any, ...]
 
 class StateView(Protocol):
     started_at: float
+    listeners: list[Callable[[], object]]  # called (on the scheduler's thread) after each publish or crash
 
     def current(self) -> tuple[int, Report | None]: ...
 
@@ -129,6 +130,25 @@ class App:
     def __post_init__(self) -> None:
         self.cache = RenderCache(self.pool)
         self._auth_inflight: dict[tuple[str, str], asyncio.Future[Decision]] = {}
+        self._wanted: set[tuple[str, bool]] = set()  # unfiltered bodies asked for: rendered ahead next time
+        self._prewarming: set[asyncio.Task[Response]] = set()
+
+    def start_prewarming(self) -> None:
+        """On the loop: from now on, each new Report's bodies that scrapers asked for before (the whole
+        /metrics and /findings, plain or gzipped) are rendered as soon as it is published, so the
+        first scrape after a check does not wait for a render."""
+        loop = asyncio.get_running_loop()
+        self.state.listeners.append(lambda: loop.call_soon_threadsafe(self._prewarm))
+
+    def _prewarm(self) -> None:
+        generation, report = self.state.current()
+        for kind, gz in sorted(self._wanted):
+            if kind == "findings" and report is None:
+                continue
+            coro = self._findings(generation, report, {}, gz) if kind == "findings" else self._metrics(generation, gz)
+            task = asyncio.ensure_future(coro)
+            self._prewarming.add(task)  # keep a reference until done
+            task.add_done_callback(self._prewarming.discard)
 
     async def __call__(self, req: Request) -> Response:
         if req.method not in ("GET", "HEAD"):
@@ -142,10 +162,10 @@ class App:
                 return json_error(decision.status, decision.reason, extra)
         gz = accepts_gzip(req.headers.get("accept-encoding", ""))
         if url.path == "/findings":
-            return await self._findings(url.query, gz)
+            return await self._findings_query(url.query, gz)
         if url.path == "/metrics":
-            generation, _ = self.state.current()
-            return await self._cached(generation, ("metrics",), self.render_metrics, METRICS_TYPE, gz)
+            self._wanted.add(("metrics", gz))
+            return await self._metrics(self.state.current()[0], gz)
         if url.path == "/healthz":
             _, report = self.state.current()
             status, body = health(report, self.state.started_at, time.time(), self.window_s)
@@ -154,7 +174,7 @@ class App:
             return Response(200, b"svcdoctor: /metrics /findings /healthz\n")
         return json_error(HTTPStatus.NOT_FOUND, f"no such path {url.path}")
 
-    async def _findings(self, query: str, gz: bool) -> Response:
+    async def _findings_query(self, query: str, gz: bool) -> Response:
         generation, report = self.state.current()
         if report is None:
             return json_error(HTTPStatus.SERVICE_UNAVAILABLE, "no check has completed yet")
@@ -166,11 +186,20 @@ class App:
             filters = parse_filters(params)
         except BadFilter as exc:
             return json_error(400, str(exc))
+        if not filters:
+            self._wanted.add(("findings", gz))
+        return await self._findings(generation, report, filters, gz)
 
+    async def _findings(self, generation: int, report: Report | None, filters: dict[str, str], gz: bool
+                        ) -> Response:
         def render() -> bytes:
+            assert report is not None
             return (json.dumps(document(report, filters), indent=1) + "\n").encode()
 
         return await self._cached(generation, ("findings", *sorted(filters.items())), render, JSON, gz)
+
+    async def _metrics(self, generation: int, gz: bool) -> Response:
+        return await self._cached(generation, ("metrics",), self.render_metrics, METRICS_TYPE, gz)
 
     async def _cached(self, generation: int, key: Key, render: Callable[[], bytes], ctype: str, gz: bool
                       ) -> Response:

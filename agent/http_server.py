@@ -116,6 +116,7 @@ class HttpServer:
     sockets: list[socket.socket]
     limits: Limits = field(default_factory=Limits)
     tls: ssl.SSLContext | None = None
+    on_start: Callable[[], None] | None = None  # called on the event loop once the server listens
     _servers: list[asyncio.base_events.Server] = field(default_factory=list)
     _open: set[_Conn] = field(default_factory=set)
     _waiting: dict[_Conn, None] = field(default_factory=dict)  # waiting for a request head, oldest first
@@ -128,6 +129,8 @@ class HttpServer:
                 self._connected, sock=sock, limit=self.limits.max_head_bytes, ssl=self.tls,
                 ssl_handshake_timeout=self.limits.header_timeout_s if self.tls else None,
                 backlog=4096))  # the kernel caps it at net.core.somaxconn
+        if self.on_start is not None:
+            self.on_start()
 
     async def serve_forever(self) -> None:
         await self.start()

@@ -51,17 +51,27 @@ class State:
         self.last_attempt = 0.0
         self.persistence = Persistence()
         self.lag = LagTracker()
+        self.listeners: list[Callable[[], object]] = []  # told after each publish or crash (the server renders)
 
     def publish(self, report: Report) -> None:
         with self._lock:
             self._report = report
             self._ok += 1
             self._generation += 1
+        self._tell()
 
     def crashed(self) -> None:
         with self._lock:
             self._crashed += 1
             self._generation += 1
+        self._tell()
+
+    def _tell(self) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener()
+            except Exception:  # a server that has gone away must not fail the check run
+                log.exception("publish listener failed")
 
     def latest(self) -> Report | None:
         with self._lock:
@@ -154,7 +164,8 @@ def build_server(state: State, cfg: Config, pool: ThreadPoolExecutor, limits: Li
     sockets = bind(cfg.listen, cfg.port)
     window_s = health_window_s(cfg.interval_s, cfg.source_timeout_s)
     app = App(state, metrics_renderer(state), pool, window_s=window_s, auth=auth)
-    return HttpServer(app, sockets, limits or Limits(), tls=tls.context if tls else None)
+    return HttpServer(app, sockets, limits or Limits(), tls=tls.context if tls else None,
+                      on_start=app.start_prewarming)
 
 
 def serve(runner: Runner) -> None:

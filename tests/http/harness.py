@@ -24,11 +24,10 @@ def service_findings(count: int) -> list[Finding]:
     """`count` critical findings about distinct Service ports, ~800 bytes each in the JSON document."""
     out = []
     for i in range(count):
-        svc = f"namespace-{i % 97:03d}/service-with-a-long-name-{i:05d}:https-port"
+        svc = f"namespace-{i % 97:03d}/service-{i:05d}:https"
         out.append(finding("rules.endpoint_missing", svc, service=svc, evidence={
             "endpoint": f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}:8443", "mode": "iptables",
-            "chain": f"KUBE-SEP-{i:016X}", "ready_in_api_since": "2025-01-01T00:00:00Z",
-            "slice": f"service-with-a-long-name-{i:05d}-abcde"}))
+            "chain": f"KUBE-SEP-{i:016X}", "slice": f"service-{i:05d}-abcde"}))
     return out
 
 

@@ -8,6 +8,7 @@ import http.client
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -173,3 +174,18 @@ def test_a_thousand_idle_connections_do_not_keep_a_request_out(server: Running) 
     finally:
         for s in idle:
             s.close()
+
+
+def test_bodies_scrapers_asked_for_are_rendered_when_a_report_is_published(server: Running) -> None:
+    renders = lambda: server.call(lambda: server.server.handler.cache.renders)  # type: ignore[attr-defined]  # noqa: E731
+    request(server, "GET", "/findings", {"Accept-Encoding": "gzip"})
+    request(server, "GET", "/findings?severity=warning")  # a filtered variant: rendered on demand only
+    before = renders()
+    server.publish(report_with(service_findings(3)))
+    deadline = time.monotonic() + 30
+    while renders() < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the pool renders in the background; bounded wait
+    assert renders() == before + 2  # /findings and its gzip, with no request
+    status, _, body = request(server, "GET", "/findings", {"Accept-Encoding": "gzip"})
+    assert status == 200 and len(json.loads(gzip.decompress(body))["findings"]) == 3
+    assert renders() == before + 2  # served from what was rendered ahead
