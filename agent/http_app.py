@@ -130,7 +130,8 @@ class App:
     def __post_init__(self) -> None:
         self.cache = RenderCache(self.pool)
         self._auth_inflight: dict[tuple[str, str], asyncio.Future[Decision]] = {}
-        self._wanted: set[tuple[str, bool]] = set()  # unfiltered bodies asked for: rendered ahead next time
+        # unfiltered bodies asked for: rendered ahead next time (Prometheus always asks for gzip)
+        self._wanted: set[tuple[str, bool]] = {("metrics", True)}
         self._prewarming: set[asyncio.Task[Response]] = set()
 
     def start_prewarming(self) -> None:

@@ -154,7 +154,7 @@ async def burst(port: int, concurrency: int, gz: bool) -> dict[str, Any]:
         await asyncio.gather(*tasks)
     wall = time.perf_counter() - t0
     latencies.sort()
-    return {"ok": len(latencies) - 0, "errors": len(errors), "first_errors": sorted(set(errors))[:3],
+    return {"ok": len(latencies), "errors": len(errors), "first_errors": sorted(set(errors))[:3],
             "p50": quantile(latencies, 0.5), "p99": quantile(latencies, 0.99), "max": latencies[-1] if latencies else 0,
             "wall": wall, "bytes": max(sizes) if sizes else 0}
 
@@ -192,6 +192,12 @@ def peak_rss_mib(pid: int) -> tuple[float, float]:
     return int(fields["VmHWM"]) / 1024, int(fields["VmRSS"]) / 1024
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU time of a process so far: what serving cost, whatever the machine's load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     proc = subprocess.Popen([sys.executable, __file__, "--serve", kind, "--findings", str(args.findings)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -202,11 +208,13 @@ def measure(kind: str, args: argparse.Namespace) -> list[dict[str, Any]]:
         rows = []
         for label, gz in (("gzip, first after start", True), ("gzip, 2", True), ("gzip, 3", True),
                           ("identity", False)):
+            cpu0 = cpu_s(proc.pid)
             res = asyncio.run(burst(port, args.concurrency, gz))
             rows.append({"server": kind, "run": f"{args.concurrency} x /findings, {label}", **res,
-                         "rss_peak": peak_rss_mib(proc.pid)[0], "rss_start": base})
+                         "cpu": cpu_s(proc.pid) - cpu0, "rss_peak": peak_rss_mib(proc.pid)[0], "rss_start": base})
+        cpu0 = cpu_s(proc.pid)
         res = asyncio.run(idle_then_requests(port, args.idle))
-        rows.append({"server": kind, "run": f"{args.idle} idle + 20 requests", **res,
+        rows.append({"server": kind, "run": f"{args.idle} idle + 20 requests", **res, "cpu": cpu_s(proc.pid) - cpu0,
                      "rss_peak": peak_rss_mib(proc.pid)[0], "rss_start": base})
         return rows
     finally:
@@ -226,20 +234,26 @@ def main() -> None:
         run_server(args.serve, args.findings)
         return
     raise_fd_limit()
+    load_before = f"{os.getloadavg()[0]:.1f}"
     rows = measure("svcdoctor", args) + measure("bare", args)
     bare = {r["run"]: r for r in rows if r["server"] == "bare"}
-    print("| server | run | body (bytes) | errors | p50 (s) | p99 (s) | max (s) | p99 / bare | "
-          "server RSS start -> peak (MiB) |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    print(f"load average before: {load_before}, after: {os.getloadavg()[0]:.1f} ({os.cpu_count()} CPUs)")
+    print("| server | run | body (bytes) | errors | p50 (s) | p99 (s) | max (s) | p99 / bare | server CPU (s) | "
+          "CPU / bare | server RSS start -> peak (MiB) |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
     for r in rows:
+        b = bare.get(r["run"], {})
+        cpu_ratio = r["cpu"] / b["cpu"] if b.get("cpu") else float("nan")
         if "p99" in r:
-            ratio = r["p99"] / bare[r["run"]]["p99"] if bare.get(r["run"]) and bare[r["run"]]["p99"] else float("nan")
+            ratio = r["p99"] / b["p99"] if b.get("p99") else float("nan")
             print(f"| {r['server']} | {r['run']} | {r['bytes']:,} | {r['errors']} | {r['p50']:.3f} | {r['p99']:.3f} "
-                  f"| {r['max']:.3f} | {ratio:.2f} | {r['rss_start']:.0f} -> {r['rss_peak']:.0f} |")
+                  f"| {r['max']:.3f} | {ratio:.2f} | {r['cpu']:.2f} | {cpu_ratio:.2f} "
+                  f"| {r['rss_start']:.0f} -> {r['rss_peak']:.0f} |")
         else:
-            ratio = r["max"] / bare[r["run"]]["max"] if bare.get(r["run"]) else float("nan")
+            ratio = r["max"] / b["max"] if b.get("max") else float("nan")
             print(f"| {r['server']} | {r['run']} | | {r['errors']} | {r['median']:.3f} | | {r['max']:.3f} "
-                  f"| {ratio:.2f} (max) | {r['rss_start']:.0f} -> {r['rss_peak']:.0f} |")
+                  f"| {ratio:.2f} (max) | {r['cpu']:.2f} | {cpu_ratio:.2f} "
+                  f"| {r['rss_start']:.0f} -> {r['rss_peak']:.0f} |")
     for r in rows:
         if r.get("first_errors"):
             print(f"{r['server']} {r['run']}: {r['first_errors']}", file=sys.stderr)
