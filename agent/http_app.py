@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from agent.http_server import Request, Response
 from agent.report.document import BadFilter, document, parse_filters
 from agent.runner import Report
 
+log = logging.getLogger("svcdoctor.http")
 JSON = "application/json"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PROTECTED = frozenset({"/findings", "/metrics"})  # /healthz stays open for the kubelet's probe
@@ -83,7 +85,7 @@ class RenderCache:
         self._entries: OrderedDict[Key, bytes] = OrderedDict()
         self._bytes = 0
         self._inflight: dict[Key, asyncio.Future[bytes]] = {}
-        self.renders = 0
+        self.renders: Counter[Key] = Counter()  # renders by key, since start
 
     async def get(self, generation: int, key: Key, render: Callable[[], bytes]) -> bytes:
         if generation != self._generation:
@@ -97,7 +99,7 @@ class RenderCache:
             return body
         fut = self._inflight.get(key)
         if fut is None:
-            self.renders += 1
+            self.renders[key] += 1
             fut = asyncio.get_running_loop().run_in_executor(self.pool, render)
             self._inflight[key] = fut
             fut.add_done_callback(lambda f: self._store(generation, key, f))
@@ -149,7 +151,12 @@ class App:
             coro = self._findings(generation, report, {}, gz) if kind == "findings" else self._metrics(generation, gz)
             task = asyncio.ensure_future(coro)
             self._prewarming.add(task)  # keep a reference until done
-            task.add_done_callback(self._prewarming.discard)
+            task.add_done_callback(self._prewarmed)
+
+    def _prewarmed(self, task: asyncio.Task[Response]) -> None:
+        self._prewarming.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("rendering ahead failed: %s", task.exception())  # a request will render and answer 500
 
     async def __call__(self, req: Request) -> Response:
         if req.method not in ("GET", "HEAD"):
