@@ -41,6 +41,13 @@ def _duration(value: str) -> float:
         raise argparse.ArgumentTypeError(f"not a duration: {value!r} (use 30s, 2m or seconds)") from None
 
 
+def _positive_duration(value: str) -> float:
+    seconds = _duration(value)
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value!r}")
+    return seconds
+
+
 def _port(value: str) -> int:
     if not value.isdigit() or not 0 < int(value) < 65536:
         raise argparse.ArgumentTypeError(f"not a TCP port: {value!r}")
@@ -66,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the host's /proc, seen with hostPID (env SVCDOCTOR_PROC)")
     common.add_argument("--sys", default=os.environ.get("SVCDOCTOR_SYS", "/sys"), type=Path,
                         help="the host's /sys (env SVCDOCTOR_SYS)")
-    common.add_argument("--source-timeout", type=_duration, default=20.0, metavar="DURATION",
+    common.add_argument("--source-timeout", type=_positive_duration, default=20.0, metavar="DURATION",
                         help="how long one source may take before it is reported as failed (default 20s)")
     common.add_argument("--severity", action="append", type=_severity_override, default=[],
                         metavar="ID=LEVEL", help="re-grade a finding id (repeatable)")
@@ -98,8 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=_port, default=os.environ.get("SVCDOCTOR_PORT", str(DEFAULT_PORT)),
                    help=f"TCP port (env SVCDOCTOR_PORT; default {DEFAULT_PORT})")
     s.add_argument("--listen", default=os.environ.get("SVCDOCTOR_LISTEN", "0.0.0.0"), help="address to bind")
-    s.add_argument("--interval", type=_duration, default=_duration(os.environ.get("SVCDOCTOR_INTERVAL", "30s")),
+    s.add_argument("--interval", type=_positive_duration, default=os.environ.get("SVCDOCTOR_INTERVAL", "30s"),
                    metavar="DURATION", help="time between checks (env SVCDOCTOR_INTERVAL; default 30s)")
+    s.add_argument("--tls-cert-file", type=Path, default=os.environ.get("SVCDOCTOR_TLS_CERT_FILE") or None,
+                   metavar="FILE", help="serve HTTPS with this certificate, reloaded when it changes "
+                                        "(env SVCDOCTOR_TLS_CERT_FILE)")
+    s.add_argument("--tls-key-file", type=Path, default=os.environ.get("SVCDOCTOR_TLS_KEY_FILE") or None,
+                   metavar="FILE", help="the certificate's key (env SVCDOCTOR_TLS_KEY_FILE)")
+    s.add_argument("--auth", choices=("none", "kubernetes"), default=os.environ.get("SVCDOCTOR_AUTH") or "none",
+                   help="kubernetes: /findings and /metrics need a bearer token allowed by TokenReview and "
+                        "SubjectAccessReview (env SVCDOCTOR_AUTH; default none)")
     return p
 
 
@@ -113,7 +128,8 @@ def config_from(args: argparse.Namespace) -> Config:
     if args.node_name:
         kwargs["node_name"] = args.node_name
     if args.command == "serve":
-        kwargs.update(port=int(args.port), listen=args.listen, interval_s=args.interval)
+        kwargs.update(port=int(args.port), listen=args.listen, interval_s=args.interval,
+                      tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_key_file, auth=args.auth)
     return Config(**kwargs)  # type: ignore[arg-type]
 
 
@@ -169,11 +185,11 @@ def cmd_check(args: argparse.Namespace, cfg: Config) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
-    from agent.serve import PortInUse, serve
+    from agent.serve import StartError, serve
 
     try:
-        serve(Runner(cfg, cluster=cluster_provider(cfg, live=True)), cfg.listen, cfg.port, cfg.interval_s)
-    except PortInUse as exc:
+        serve(Runner(cfg, cluster=cluster_provider(cfg, live=True)))
+    except StartError as exc:
         raise UsageError(str(exc)) from exc
     return EXIT_OK
 

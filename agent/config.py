@@ -34,6 +34,9 @@ class Config:
     kubeconfig: Path | None = None  # None: in-cluster config when KUBERNETES_SERVICE_HOST is set
     api: bool = True  # False: never contact the API server
     api_max_stale_s: float = 300.0  # how long the last good API state may stand in while the API is down
+    tls_cert_file: Path | None = None  # serve over TLS with this certificate (and key), reloaded on change
+    tls_key_file: Path | None = None
+    auth: str = "none"  # "kubernetes": TokenReview + SubjectAccessReview for /findings and /metrics
 
     def host(self, path: str) -> Path:
         """A host path, under the configured host root."""

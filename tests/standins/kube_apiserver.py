@@ -103,6 +103,13 @@ class FakeApiServer:
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}],
         })
 
+    @property
+    def reviews(self) -> Reviews:
+        """TokenReview and SubjectAccessReview answers (for `serve --auth=kubernetes`), set by tests."""
+        if not hasattr(self, "_reviews"):
+            self._reviews = Reviews()
+        return self._reviews
+
     # protocol ---------------------------------------------------------------------------------------
     @staticmethod
     def _selected(obj: dict[str, Any], selector: str | None) -> bool:
@@ -209,4 +216,63 @@ class FakeApiServer:
                 except (BrokenPipeError, ConnectionResetError, OSError):
                     return
 
+            def do_POST(self) -> None:
+                api.requests.append(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                status, answer = api.reviews.answer(self.path, body, self.headers.get("Authorization", ""))
+                self._json(status, answer)
+
         return Handler
+
+
+class Reviews:
+    """kube-apiserver's TokenReview and SubjectAccessReview for tokens and RBAC grants a test sets.
+
+    A token names a user and groups; a grant lets a user or `group:<name>` use a verb on a
+    non-resource URL (exact, or a prefix ending in `*`, as RBAC matches nonResourceURLs). Every review
+    is logged with the reviewer's own Authorization header (the agent's credentials)."""
+
+    TOKEN = "/apis/authentication.k8s.io/v1/tokenreviews"
+    ACCESS = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users: dict[str, dict[str, Any]] = {}
+        self.grants: set[tuple[str, str, str]] = set()
+        self.log: list[tuple[str, dict[str, Any], str]] = []  # (kind, spec, reviewer's Authorization)
+        self.failing = False  # answer 500, as an overloaded API server would
+
+    def token(self, token: str, username: str, groups: tuple[str, ...] = ()) -> None:
+        self.users[token] = {"username": username, "uid": f"uid-{username}", "groups": list(groups)}
+
+    def grant(self, who: str, path: str, verb: str = "get") -> None:
+        self.grants.add((who, path, verb))
+
+    def calls(self, kind: str) -> int:
+        with self.lock:
+            return sum(1 for k, _, _ in self.log if k == kind)
+
+    def _allowed(self, spec: dict[str, Any]) -> bool:
+        attrs = spec.get("nonResourceAttributes") or {}
+        subjects = {spec.get("user", "")} | {f"group:{g}" for g in spec.get("groups") or []}
+        return any(who in subjects and verb == attrs.get("verb") and
+                   (path == attrs.get("path") or (path.endswith("*") and str(attrs.get("path")).startswith(path[:-1])))
+                   for who, path, verb in self.grants)
+
+    def answer(self, path: str, body: bytes, reviewer: str) -> tuple[int, dict[str, Any]]:
+        doc = json.loads(body or b"{}")
+        spec = doc.get("spec") or {}
+        kind = {self.TOKEN: "TokenReview", self.ACCESS: "SubjectAccessReview"}.get(path)
+        if kind is None:
+            return 404, {"kind": "Status", "code": 404, "reason": "NotFound"}
+        with self.lock:
+            self.log.append((kind, spec, reviewer))
+        if self.failing:
+            return 500, {"kind": "Status", "code": 500, "reason": "InternalError"}
+        if kind == "TokenReview":
+            user = self.users.get(spec.get("token", ""))
+            status: dict[str, Any] = {"authenticated": True, "user": user} if user else {
+                "authenticated": False, "error": "invalid bearer token"}
+        else:
+            status = {"allowed": self._allowed(spec)}
+        return 201, {**doc, "status": status}
