@@ -231,6 +231,7 @@ class Informer(threading.Thread):
         if initial is None:
             with self.lock:
                 self._healthy()  # connected and answered: the API is reachable again
+        ended = False
         try:
             lines = _lines(resp)
             while True:
@@ -238,11 +239,16 @@ class Informer(threading.Thread):
                     line = next(lines, None)
                 except (OSError, urllib3.exceptions.HTTPError) as exc:  # cut mid-stream, no final chunk
                     raise Dropped(f"{type(exc).__name__}: {_first_line(exc)}") from exc
-                if line is None or self.stop.is_set():
+                if line is None:
+                    ended = True
+                    break
+                if self.stop.is_set():
                     break
                 events += 1
                 initial = self._event(json.loads(line), initial)
         finally:
+            if not ended:
+                resp.close()  # left mid-stream: the rest of it must not be read as the next answer
             resp.release_conn()
         if self.stop.is_set():
             return
