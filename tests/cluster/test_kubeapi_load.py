@@ -84,7 +84,8 @@ def test_first_requests_are_streaming_lists_from_the_watch_cache(api: FakeApiSer
         del q["timeoutSeconds"]
         assert q == {**stream, **extra}, path  # no resourceVersion: "as fresh as when it was asked", from the cache
         assert first[path]["served"] == "stream"
-    assert not [r for r in api.log if r["query"].get("watch") != "true"]  # no list at all: the stream went on as the watch
+    # no list at all: each stream went on as the watch
+    assert not [r for r in api.log if r["query"].get("watch") != "true"]
     assert len(api.log) == 4
 
 
