@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import heapq
+import itertools
 import json
 import random
 import sys
@@ -304,6 +305,7 @@ def simulate(scenario: str, jitter: bool, costs: dict[str, int], a: argparse.Nam
             infs.append(inf)
             gens[id(gen)] = inf
             push(first_wait, gen)
+    order = itertools.count()
     t_end = float(a.sim_seconds)
     while queue:
         t, _, gen, (outcome, _inf) = heapq.heappop(queue)
@@ -329,7 +331,7 @@ def simulate(scenario: str, jitter: bool, costs: dict[str, int], a: argparse.Nam
         elif server.busy < server.seats:
             serve(t, gen, inf)
         elif len(server.waiting) < server.queue:
-            heapq.heappush(server.waiting, (t, id(gen), (gen, inf)))
+            heapq.heappush(server.waiting, (t, next(order), (gen, inf)))  # first come, first served
         else:
             server.rejected += 1
             push(t + 0.001, gen, "429")
