@@ -23,6 +23,17 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 MAX_NODE_NAMES = 50  # enough to show a mistyped --node-name; a big cluster's list is not evidence
 TOPOLOGY_ANNOTATIONS = ("service.kubernetes.io/topology-mode", "service.kubernetes.io/topology-aware-hints")
+# kube-proxy lists Services and EndpointSlices with this label selector: a Service another proxy serves
+# (service-proxy-name) gets no rules from it, nor do headless Services' slices. The live informers ask the
+# API server for exactly this; a kubectl file is filtered the same way by `proxied`.
+PROXY_NAME_LABEL, HEADLESS_LABEL = "service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless"
+PROXIED_SELECTOR = f"!{HEADLESS_LABEL},!{PROXY_NAME_LABEL}"
+
+
+def proxied(obj: dict[str, Any]) -> bool:
+    """Whether kube-proxy's label selector (PROXIED_SELECTOR) lets this Service or EndpointSlice through."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return HEADLESS_LABEL not in labels and PROXY_NAME_LABEL not in labels
 
 
 def parse_ip_sloppy(text: str) -> str | None:
@@ -138,6 +149,8 @@ def state_from_items(items: list[dict[str, Any]], node_name: str, origin: str, f
     state = ClusterState(origin=origin, fetched_at=fetched_at)
     for obj in items:
         kind = obj.get("kind")
+        if kind in ("Service", "EndpointSlice") and not proxied(obj):
+            continue
         if kind == "Service":
             state.services.append(compact_service(obj))
         elif kind == "EndpointSlice":

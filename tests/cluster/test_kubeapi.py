@@ -56,6 +56,7 @@ def provider_for(api: FakeApiServer, tmp_path: Path, **kw: Any) -> KubeApiProvid
     kc = tmp_path / "kubeconfig"
     kc.write_text(api.kubeconfig())
     client, origin = api_client_from(str(kc))
+    kw.setdefault("start_jitter_s", 0.0)
     return KubeApiProvider(client, NODE, origin, backoff_max_s=0.2, **kw)
 
 
@@ -97,10 +98,15 @@ def test_pagination_lists_every_object(api: FakeApiServer, tmp_path: Path) -> No
         svc["metadata"].update(namespace="bulk", name=f"svc-{i}")
         api.apply(svc)
     p = provider_for(api, tmp_path)
-    p.sync_once()
+    p.sync_once()  # from the watch cache: one whole list, whatever the limit
     assert len([s for s in p.state().services if s.namespace == "bulk"]) == 1203
-    lists = [r for r in api.requests if r.startswith("/api/v1/services") and "watch" not in r]
-    assert len(lists) == 3  # 500 + 500 + 203
+    lists = [r for r in api.log if r["path"] == "/api/v1/services"]
+    assert [(r["query"].get("resourceVersion"), r["served"]) for r in lists] == [("0", "cache")]
+    p.informers["services"].list_once(resource_version="")  # a consistent read goes to etcd, in pages
+    assert len([s for s in p.state().services if s.namespace == "bulk"]) == 1203
+    pages = [r for r in api.log if r["path"] == "/api/v1/services"][1:]
+    assert [(r["served"], r["query"].get("limit"), bool(r["query"].get("continue"))) for r in pages] == [
+        ("etcd", "500", False), ("etcd", "500", True), ("etcd", "500", True)]  # 500 + 500 + 203
 
 
 def test_watch_events_add_modify_delete(api: FakeApiServer, live: KubeApiProvider) -> None:

@@ -6,15 +6,34 @@ watches (`watch=true&resourceVersion=N`) as chunked newline-delimited JSON event
 when `allowWatchBookmarks=true`, an ERROR event with code 410 for a compacted resourceVersion, and a
 clean end at `timeoutSeconds`. Tests drive it: apply/delete objects, compact history, drop every open
 watch connection, stop and restart on the same port.
+
+Where a list is served from decides what it costs a real API server, so it follows kube-apiserver's
+rules and says in its request log (`log`) where each request went: `resourceVersion=0` is served whole
+from the watch cache (`limit` ignored); a given resourceVersion without `limit` from the cache too ("not
+older than"); no resourceVersion (a consistent read), a `limit` with a resourceVersion other than 0, or a
+`continue` go to "etcd", paginated. `labelSelector` takes `k=v`, `k!=v`, `k` and `!k` terms, as
+kube-proxy's and `svcdoctor explain`'s selectors need. Watches with `sendInitialEvents=true` are
+streaming lists (KEP-3157): the current objects as ADDED, then a BOOKMARK annotated
+`k8s.io/initial-events-end: "true"`, then the watch. `streaming` makes it answer such a request as a
+server without them does: "gate-off" (422 Invalid, kube-apiserver 1.27+ with the WatchList feature gate
+off: "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"), "old"
+(422 Invalid, 1.19-1.26, which rejects `resourceVersionMatch` on a watch), "bad-request" (400, as
+fakes and proxies in front of an API server answer) or "ignored" (a server that does not know either
+parameter: a plain watch, whose resourceVersion ""/0 starts with the current objects as ADDED, and no
+annotated bookmark). `throttle()` answers the next requests 429 with a Retry-After, as API priority and
+fairness does. Every request is logged with its client (User-Agent), where it was served from, its
+status and the body bytes sent (a watch's grow while it streams).
 """
 
 from __future__ import annotations
 
+import bisect
 import copy
 import json
 import socket
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -26,6 +45,33 @@ PATHS = {
     "/api/v1/pods": "Pod",
 }
 BOOKMARK_EVERY_S = 0.2
+INITIAL_EVENTS_END = "k8s.io/initial-events-end"
+STREAMING_REFUSALS = {
+    "gate-off": (422, "Invalid", 'ListOptions.meta.k8s.io "" is invalid: sendInitialEvents: Forbidden: '
+                 "sendInitialEvents is forbidden for watch unless the WatchList feature gate is enabled"),
+    "old": (422, "Invalid", 'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: '
+            "resourceVersionMatch is forbidden for watch"),
+    "bad-request": (400, "BadRequest", "sendInitialEvents is not supported"),
+}
+
+
+def label_match(labels: dict[str, str], selector: str | None) -> bool:
+    """A labelSelector of `k=v`, `k==v`, `k!=v`, `k` and `!k` terms, comma-separated (all must hold)."""
+    for term in filter(None, (t.strip() for t in (selector or "").split(","))):
+        if "!=" in term:
+            k, _, v = term.partition("!=")
+            if labels.get(k.strip()) == v.strip():
+                return False
+        elif "=" in term:
+            k, _, v = term.replace("==", "=").partition("=")
+            if labels.get(k.strip()) != v.strip():
+                return False
+        elif term.startswith("!"):
+            if term[1:].strip() in labels:
+                return False
+        elif term not in labels:
+            return False
+    return True
 
 
 class FakeApiServer:
@@ -37,6 +83,12 @@ class FakeApiServer:
         self.events: list[tuple[int, str, dict[str, Any]]] = []  # (rv, type, object)
         self.drop_generation = 0
         self.requests: list[str] = []
+        self.log: list[dict[str, Any]] = []  # one record per request: see the module docstring
+        self.streaming = "on"  # or "gate-off", "old", "bad-request", "ignored"
+        self.bookmark_every_s = BOOKMARK_EVERY_S
+        self._throttles: list[list[Any]] = []  # [remaining, retry_after, path substring or None]
+        self.watch_cache = True  # False: every list goes to etcd and pages by `limit` (--watch-cache=false)
+        self.on_request: Callable[[dict[str, Any]], None] | None = None  # called with each new log record
         for obj in items or []:
             self.apply(obj)
         self.server: ThreadingHTTPServer | None = None
@@ -75,6 +127,19 @@ class FakeApiServer:
             self.events.clear()
             self.cond.notify_all()
 
+    def throttle(self, times: int = 1, retry_after: str | None = "1", path_contains: str | None = None) -> None:
+        """Answer the next `times` requests (whose path holds `path_contains`) 429 Too Many Requests."""
+        with self.cond:
+            self._throttles.append([times, retry_after, path_contains])
+
+    def _throttled(self, path: str) -> tuple[bool, str | None]:
+        with self.cond:
+            for t in self._throttles:
+                if t[0] > 0 and (t[2] is None or t[2] in path):
+                    t[0] -= 1
+                    return True, t[1]
+        return False, None
+
     def drop_watches(self) -> None:
         """Cut every open watch connection without a goodbye (a load balancer idling it out)."""
         with self.cond:
@@ -112,7 +177,13 @@ class FakeApiServer:
 
     # protocol ---------------------------------------------------------------------------------------
     @staticmethod
-    def _selected(obj: dict[str, Any], selector: str | None) -> bool:
+    def _selected(obj: dict[str, Any], selector: str | None, labels: str | None = None,
+                  namespace: str | None = None) -> bool:
+        meta = obj["metadata"]
+        if namespace is not None and meta.get("namespace", "") != namespace:
+            return False
+        if not label_match(meta.get("labels") or {}, labels):
+            return False
         if not selector:
             return True
         field, _, value = selector.partition("=")
@@ -131,42 +202,82 @@ class FakeApiServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def _json(self, status: int, body: dict[str, Any]) -> None:
+            rec: dict[str, Any]
+
+            def _json(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
+                self.rec.update(status=status, bytes=self.rec["bytes"] + len(data))
+
+            def _status(self, code: int, reason: str, message: str, headers: dict[str, str] | None = None) -> None:
+                self.rec["served"] = "refused"
+                self._json(code, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+                                  "reason": reason, "message": message}, headers)
 
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 api.requests.append(self.path)
-                kind = PATHS.get(url.path)
                 q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                self.rec = {"t": time.monotonic(), "agent": self.headers.get("User-Agent", ""), "path": url.path,
+                            "query": q, "status": 0, "bytes": 0, "served": ""}
+                with api.cond:
+                    api.log.append(self.rec)
+                if api.on_request is not None:
+                    api.on_request(self.rec)
+                path, namespace = url.path, None
+                parts = path.split("/")
+                if len(parts) == 6 and parts[:4] == ["", "api", "v1", "namespaces"] and parts[5] == "pods":
+                    path, namespace = "/api/v1/pods", parts[4]
+                kind = PATHS.get(path)
                 if kind is None:
-                    self._json(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+                    self._status(404, "NotFound", f"{url.path} not found")
+                    return
+                throttled, retry_after = api._throttled(url.path)
+                if throttled:
+                    self._status(429, "TooManyRequests", "Too many requests, please try again later.",
+                                 {"Retry-After": retry_after} if retry_after is not None else None)
                     return
                 if q.get("watch") in ("true", "1"):
-                    self._watch(kind, q)
+                    self._watch(kind, q, namespace)
                 else:
-                    self._list(kind, q)
+                    self._list(kind, q, namespace)
 
-            def _list(self, kind: str, q: dict[str, str]) -> None:
+            def _list(self, kind: str, q: dict[str, str], namespace: str | None) -> None:
                 limit = int(q.get("limit", "0") or 0)
                 start, cont_rv = 0, None
+                asked = q.get("resourceVersion", "")
                 if q.get("continue"):
                     offset, _, rv = q["continue"].partition(":")
                     start, cont_rv = int(offset), int(rv)
                     if cont_rv < api.compacted_rv:
-                        self._json(410, {"kind": "Status", "code": 410, "reason": "Expired",
-                                         "message": "The provided continue parameter is too old"})
+                        self._status(410, "Expired", "The provided continue parameter is too old")
+                        return
+                    self.rec["served"] = "etcd"
+                elif not api.watch_cache:
+                    self.rec["served"] = "etcd"
+                elif asked == "0":
+                    self.rec["served"], limit = "cache", 0  # the watch cache ignores limit
+                elif asked and not limit:
+                    self.rec["served"] = "cache"  # not older than `asked`
+                    if int(asked) > api.rv:
+                        self._status(504, "Timeout", f"Too large resource version: {asked}, current: {api.rv}")
+                        return
+                else:
+                    self.rec["served"] = "etcd"
+                    if asked and int(asked) < api.compacted_rv:
+                        self._status(410, "Expired", f"too old resource version: {asked}")
                         return
                 with api.cond:
                     objs = sorted((o for (k, _, _), o in api.objects.items() if k == kind),
                                   key=lambda o: (o["metadata"].get("namespace", ""), o["metadata"]["name"]))
                     rv = cont_rv or api.rv
-                objs = [o for o in objs if api._selected(o, q.get("fieldSelector"))]
+                objs = [o for o in objs if api._selected(o, q.get("fieldSelector"), q.get("labelSelector"), namespace)]
                 page = objs[start:start + limit] if limit else objs[start:]
                 meta: dict[str, Any] = {"resourceVersion": str(rv)}
                 if limit and start + limit < len(objs):
@@ -177,17 +288,45 @@ class FakeApiServer:
                 data = (json.dumps(obj) + "\n").encode()
                 self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
                 self.wfile.flush()
+                self.rec["bytes"] += len(data)
 
-            def _watch(self, kind: str, q: dict[str, str]) -> None:
-                since = int(q.get("resourceVersion") or 0)
+            def _watch(self, kind: str, q: dict[str, str], namespace: str | None) -> None:
+                streaming = q.get("sendInitialEvents") == "true"
+                if streaming and api.streaming in STREAMING_REFUSALS:
+                    self._status(*STREAMING_REFUSALS[api.streaming])
+                    return
+                if streaming and api.streaming == "ignored":
+                    streaming = False
+                elif streaming and q.get("resourceVersionMatch") != "NotOlderThan":
+                    self._status(422, "Invalid", 'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: '
+                                 "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")
+                    return
+                asked = q.get("resourceVersion") or ""
+                since = int(asked or 0)
+                # A watch from ""/0 (or a streaming list) starts with the current objects: the watch cache.
+                initial = streaming or asked in ("", "0")
+                self.rec["served"] = "stream" if streaming else "watch"
                 deadline = time.monotonic() + float(q.get("timeoutSeconds", "1800"))
                 bookmarks = q.get("allowWatchBookmarks") == "true"
+                select = (q.get("fieldSelector"), q.get("labelSelector"), namespace)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
+                self.rec["status"] = 200
                 generation = api.drop_generation
                 try:
+                    if initial:
+                        with api.cond:
+                            since = api.rv
+                            objs = [o for (k, _, _), o in api.objects.items() if k == kind]
+                        for obj in objs:
+                            if api._selected(obj, *select):
+                                self._chunk({"type": "ADDED", "object": obj})
+                        if streaming:
+                            self._chunk({"type": "BOOKMARK", "object": {
+                                "kind": kind, "apiVersion": "v1", "metadata": {
+                                    "resourceVersion": str(since), "annotations": {INITIAL_EVENTS_END: "true"}}}})
                     if since < api.compacted_rv:
                         self._chunk({"type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "code": 410,
                                      "reason": "Expired", "message": f"too old resource version: {since}"}})
@@ -199,15 +338,16 @@ class FakeApiServer:
                             if api.drop_generation != generation:
                                 self.connection.shutdown(socket.SHUT_RDWR)  # abrupt: no final chunk
                                 return
-                            pending = [(rv, t, o) for rv, t, o in api.events if rv > since and o["kind"] == kind]
+                            first = bisect.bisect_right(api.events, since, key=lambda e: e[0])
+                            pending = [(rv, t, o) for rv, t, o in api.events[first:] if o["kind"] == kind]
                             if not pending:
                                 api.cond.wait(0.05)
                             current = api.rv
                         for rv, etype, obj in pending:
-                            if api._selected(obj, q.get("fieldSelector")):
+                            if api._selected(obj, *select):
                                 self._chunk({"type": etype, "object": obj})
                             since = rv
-                        if bookmarks and time.monotonic() - last_bookmark > BOOKMARK_EVERY_S:
+                        if bookmarks and time.monotonic() - last_bookmark > api.bookmark_every_s:
                             self._chunk({"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": "v1",
                                          "metadata": {"resourceVersion": str(current)}}})
                             since = max(since, current)
