@@ -9,8 +9,8 @@ would take and the tests check them, without sleeping them.
 from __future__ import annotations
 
 import json
-import time
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
