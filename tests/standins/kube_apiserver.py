@@ -137,6 +137,9 @@ class FakeApiServer:
                 api.requests.append(self.path)
                 kind = PATHS.get(url.path)
                 q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                if kind is None and url.path.startswith("/api/v1/namespaces/"):
+                    self._get_one(url.path)
+                    return
                 if kind is None:
                     self._json(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
                     return
@@ -144,6 +147,19 @@ class FakeApiServer:
                     self._watch(kind, q)
                 else:
                     self._list(kind, q)
+
+            def _get_one(self, path: str) -> None:
+                """GET /api/v1/namespaces/<ns>/configmaps/<name> (kube-proxy's ConfigMap)."""
+                parts = path.split("/")  # "", api, v1, namespaces, ns, configmaps, name
+                kinds = {"configmaps": "ConfigMap"}
+                obj = None
+                if len(parts) == 7 and parts[5] in kinds:
+                    with api.cond:
+                        obj = api.objects.get((kinds[parts[5]], parts[4], parts[6]))
+                if obj is None:
+                    self._json(404, {"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound"})
+                else:
+                    self._json(200, obj)
 
             def _list(self, kind: str, q: dict[str, str]) -> None:
                 limit = int(q.get("limit", "0") or 0)
