@@ -184,7 +184,7 @@ def test_a_trusted_kube_proxys_urls_off_this_node_are_not_fetched(node: Node, tm
                                                                   neighbour: Path) -> None:
     start(node, [str(standin_binary("kube-proxy")), "--healthz-bind-address=10.99.0.2:10256",
                  "--metrics-bind-address=10.99.0.2:10249"])
-    doc, snap = check(node, tmp_path)
+    _, snap = check(node, tmp_path)
     http = json.loads(snap)["kube_proxy_http"]["data"]
     assert http["healthz_error"] == "not fetched: 10.99.0.2 is not loopback or an address of this node"
     assert http["proxy_mode_error"].startswith("not fetched") and http["metrics_error"].startswith("not fetched")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def attempt(fn: object) -> str:
@@ -33,7 +34,7 @@ def open_for_write(path: str) -> None:
 def main() -> None:
     pid, inside, tmpfs = sys.argv[1], sys.argv[2], sys.argv[3]
     # the visible mount at each mount point: a mount stacked on another comes later in mountinfo
-    visible = {m[4]: m for m in (line.split() for line in open("/proc/self/mountinfo"))}
+    visible = {m[4]: m for m in (line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines())}
     writable = sorted(mp for mp, m in visible.items() if "rw" in m[5].split(",") and mp != tmpfs
                       and not mp.startswith(tmpfs + "/"))
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -51,9 +52,9 @@ def main() -> None:
     out = {
         "uid": os.getuid(), "euid": os.geteuid(),
         "read kube-proxy's file via /proc/<pid>/root": attempt(
-            lambda: open(f"/proc/{pid}/root/{inside.lstrip('/')}").read()),
+            lambda: Path(f"/proc/{pid}/root/{inside.lstrip('/')}").read_bytes()),
         "readlink /proc/<pid>/exe": attempt(lambda: os.readlink(f"/proc/{pid}/exe")),
-        "read /proc/<pid>/environ": attempt(lambda: open(f"/proc/{pid}/environ", "rb").read()),
+        "read /proc/<pid>/environ": attempt(lambda: Path(f"/proc/{pid}/environ").read_bytes()),
         "writable mounts besides the tmpfs": writable,
         "writes outside the tmpfs": writes,
         "create in the tmpfs": attempt(lambda: create(os.path.join(tmpfs, "svcd-probe"))),
