@@ -38,9 +38,10 @@ ENV PATH=/opt/svcdoctor/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     SVCDOCTOR_HOST_ROOT=/host
-# No USER: the agent runs as root, on purpose. Kubernetes can add capabilities to a root process
-# only (a non-root process would need ambient capabilities, which a Pod cannot request), and the
-# agent needs NET_ADMIN for netfilter/conntrack reads and SYS_PTRACE for kube-proxy's /proc entries.
-# The DaemonSet drops every other capability, forbids privilege escalation and mounts / read-only.
+# No USER: the agent runs as root, on purpose, measured (tests/deploy/test_capabilities.py): reading
+# netfilter needs CAP_NET_ADMIN (and CAP_NET_RAW for iptables-legacy-save), and Kubernetes gives
+# capabilities to a root process only (a non-root one would need ambient capabilities, which a Pod
+# cannot request; under no_new_privs file capabilities are ignored). The DaemonSet drops every other
+# capability (no SYS_PTRACE, no DAC_*), forbids privilege escalation and mounts / read-only.
 EXPOSE 9100
 ENTRYPOINT ["svcdoctor", "serve"]

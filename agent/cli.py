@@ -159,6 +159,22 @@ def cluster_provider(cfg: Config, *, live: bool) -> ClusterProvider | None:
     return provider
 
 
+def kube_proxy_configmap(cfg: Config) -> object | None:
+    """kube-proxy's ConfigMap through the API, when the API is configured (a cluster-state file is not
+    the API: then kube-proxy's config comes from the node alone)."""
+    if cfg.cluster_state is not None or not cfg.api or (
+            cfg.kubeconfig is None and not os.environ.get("KUBERNETES_SERVICE_HOST")):
+        return None
+    from agent.collect.kubeapi import api_client_from
+    from agent.collect.kubeproxy_configmap import KubeProxyConfigMap
+
+    try:
+        client, _ = api_client_from(str(cfg.kubeconfig) if cfg.kubeconfig else None)
+    except Exception as exc:  # as in cluster_provider
+        raise UsageError(f"cannot load API server configuration: {exc}") from exc
+    return KubeProxyConfigMap(client)
+
+
 def cmd_check(args: argparse.Namespace, cfg: Config) -> int:
     if args.from_file:
         runner = Runner(cfg)
@@ -169,7 +185,8 @@ def cmd_check(args: argparse.Namespace, cfg: Config) -> int:
         if args.grace is not None:
             snap.settings.grace_s = args.grace
     else:
-        runner = Runner(cfg, cluster=cluster_provider(cfg, live=False))
+        runner = Runner(cfg, cluster=cluster_provider(cfg, live=False),
+                        kube_proxy_configmap=kube_proxy_configmap(cfg))
         snap = runner.collect()
     if args.snapshot_out:
         try:
@@ -188,7 +205,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
     from agent.serve import StartError, serve
 
     try:
-        serve(Runner(cfg, cluster=cluster_provider(cfg, live=True)))
+        serve(Runner(cfg, cluster=cluster_provider(cfg, live=True), kube_proxy_configmap=kube_proxy_configmap(cfg)))
     except StartError as exc:
         raise UsageError(str(exc)) from exc
     return EXIT_OK

@@ -62,9 +62,11 @@ class _Call:
 
 class Runner:
     def __init__(self, cfg: Config, collectors: tuple[Collector, ...] = COLLECTORS,
-                 checks: tuple[CheckFunc, ...] = CHECKS, cluster: ClusterProvider | None = None) -> None:
+                 checks: tuple[CheckFunc, ...] = CHECKS, cluster: ClusterProvider | None = None,
+                 kube_proxy_configmap: Any = None) -> None:
         self.cfg = cfg
         self.cluster = cluster
+        self.kube_proxy_configmap = kube_proxy_configmap  # kube-proxy's config through the API, or None
         self.collectors = collectors
         self.checks = checks
         self._hung: dict[str, _Call] = {}
@@ -116,7 +118,8 @@ class Runner:
                 started.append((col, None, time.monotonic() - hung.started))
                 continue
             ctx = CollectContext(cfg=self.cfg, deadline_s=timeout, kube_proxy=ctx_base.kube_proxy,
-                                 kubelet=ctx_base.kubelet, cluster=self.cluster)
+                                 kubelet=ctx_base.kubelet, cluster=self.cluster,
+                                 kube_proxy_configmap=self.kube_proxy_configmap)
             started.append((col, self._start(col, ctx), timeout))
         out: dict[str, Source[Any]] = {}
         for col, call, value in started:

@@ -63,8 +63,13 @@ def pick(proc: ProcessInfo | None, flag: str, config_key: str, default: Any) -> 
             return Setting(proc.flags[flag], f"flag --{flag}")
         value = _config_get(proc.config, config_key)
         if value not in (None, ""):
-            return Setting(value, f"config {proc.config_path}: {config_key}")
+            return Setting(value, f"{proc.config_source or f'config {proc.config_path}'}: {config_key}")
     return Setting(default, "default")
+
+
+def config_unknown(proc: ProcessInfo | None) -> bool:
+    """The process names a --config that no source could read: its defaults are guesses, not facts."""
+    return proc is not None and proc.config_path is not None and proc.config is None
 
 
 def cidr_includes_loopback(cidr: str) -> bool:

@@ -26,7 +26,7 @@ def check(snap: Snapshot) -> Iterator[Finding]:
             yield finding("conntrack.table_full", snap.node, severity="critical" if ratio >= 1 else "warning",
                           evidence={"count": ct.count, "max": ct.max, "percent": 100 * ratio})
     proc = snap.kube_proxy.data
-    if proc is not None and ct.kube_proxy_binary is None:
+    if proc is not None and ct.kube_proxy_binary is None and ct.kube_proxy_binary_unknown is None:
         http = snap.kube_proxy_http.data
         version_text = http.version if http else None
         version = parse_version(version_text)

@@ -3,8 +3,10 @@
 Three witnesses: kube-proxy's flags and config file (what it was told), its `/proxyMode` endpoint
 (what it runs), and what exists on the node (a `table ip/ip6 kube-proxy`: nftables; kube-ipvs0 or
 IPVS virtual servers: ipvs; iptables KUBE-SVC-/KUBE-SVL- chains: iptables). The decided mode is the
-configured one when kube-proxy is found (else /proxyMode, else the node's single mode); disagreement
-is `kube_proxy.mode_mismatch`, and another mode's rules beside the running mode's are
+configured one when kube-proxy is found (else /proxyMode, else the node's single mode); a mode that
+is only kube-proxy's built-in default never beats /proxyMode, and when kube-proxy's config could not
+be read, not the node's single mode either (the default is then a guess); disagreement is
+`kube_proxy.mode_mismatch`, and another mode's rules beside the running mode's are
 `kube_proxy.stale_mode_rules`.
 """
 
@@ -16,7 +18,7 @@ from agent.catalogue import finding
 from agent.kube_hash import SVC, SVL
 from agent.model import Finding, Snapshot
 from agent.model.views import ModeDecision
-from agent.settings import REMOVED_MODES, kube_proxy_settings
+from agent.settings import REMOVED_MODES, config_unknown, kube_proxy_settings
 
 NODE_MODES = ("iptables", "ipvs", "nftables")
 
@@ -55,6 +57,16 @@ def decide_mode(snap: Snapshot) -> ModeDecision:
         return ModeDecision(None, "kube-proxy not found", version, node=node)
     setting = kube_proxy_settings(proc).mode
     value = str(setting.value)
+    if setting.source == "default":
+        # Nothing configured the mode, or its config could not be read: kube-proxy's own word wins over
+        # the built-in default, and an unread config must not make an nftables node "iptables".
+        if reported is not None and reported != value:
+            return ModeDecision(reported, "kube-proxy /proxyMode", version, reported=reported, node=node)
+        if config_unknown(proc) and reported is None:
+            if len(node) == 1:
+                ((only, why),) = node.items()
+                return ModeDecision(only, f"node ({why}); kube-proxy's config unread", version, node=node)
+            return ModeDecision(None, "kube-proxy's config unread and /proxyMode silent", version, node=node)
     return ModeDecision(value, setting.source, version, configured=value, configured_source=setting.source,
                         reported=reported, node=node)
 

@@ -10,7 +10,7 @@ from agent.checks.families import served_families
 from agent.checks.mode import decide_mode
 from agent.model import Finding, Snapshot
 from agent.model.links import Bridge
-from agent.settings import as_bool, cidr_includes_loopback, kube_proxy_settings
+from agent.settings import as_bool, cidr_includes_loopback, config_unknown, kube_proxy_settings
 
 
 def _serves_localhost_nodeports(snap: Snapshot) -> bool:
@@ -18,6 +18,8 @@ def _serves_localhost_nodeports(snap: Snapshot) -> bool:
     if proc is None or decide_mode(snap).mode != "iptables":
         return False  # only the iptables proxier DNATs 127.0.0.1:NodePort
     settings = kube_proxy_settings(proc)
+    if config_unknown(proc) and settings.localhost_nodeports.source == "default":
+        return False  # kube-proxy's config is unread: its default is a guess, not a reason for a finding
     if not as_bool(settings.localhost_nodeports.value):
         return False
     addrs = settings.nodeport_addresses.value

@@ -33,6 +33,7 @@ class CollectContext:
     kube_proxy: ProcessInfo | None = None  # phase-1 result, for collectors that follow kube-proxy's settings
     kubelet: ProcessInfo | None = None
     cluster: Any = None  # a ClusterProvider (agent/collect/cluster.py) when cluster state is configured
+    kube_proxy_configmap: Any = None  # agent/collect/kubeproxy_configmap.py's reader when the API is configured
 
 
 def run_command(argv: list[str], timeout_s: float, *, env: dict[str, str] | None = None) -> str:

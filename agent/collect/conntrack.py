@@ -3,6 +3,8 @@ the `conntrack` binary it shells out to (kube-proxy < v1.32) to clear stale UDP 
 
 from __future__ import annotations
 
+import os
+
 from agent.collect.base import CollectContext, find_binary, read_text
 from agent.config import HOST_BIN_DIRS
 from agent.model import ConntrackInfo
@@ -31,5 +33,11 @@ def collect(ctx: CollectContext) -> ConntrackInfo:
     if ctx.kube_proxy is not None:
         dirs = ctx.kube_proxy.env_path or list(HOST_BIN_DIRS)
         info.kube_proxy_binary_searched = dirs
-        info.kube_proxy_binary = find_binary("conntrack", dirs, cfg.procfs(ctx.kube_proxy.pid, "root"))
+        root = cfg.procfs(ctx.kube_proxy.pid, "root")
+        try:
+            os.listdir(root)
+        except OSError as exc:  # the DaemonSet has no CAP_SYS_PTRACE: unknown, not missing
+            info.kube_proxy_binary_unknown = f"{root}: {exc.strerror or exc}"
+            return info
+        info.kube_proxy_binary = find_binary("conntrack", dirs, root)
     return info

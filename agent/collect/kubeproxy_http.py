@@ -1,6 +1,7 @@
 """kube-proxy's own endpoints: /healthz (JSON, 200/503), /proxyMode and /metrics.
 
-Addresses follow kube-proxy's flags/config (wildcard binds are reached on loopback). A refused
+Addresses follow kube-proxy's flags/config (wildcard binds are reached on loopback), and only loopback
+or the node's own addresses are fetched (agent/collect/local_addrs.py). A refused
 connection is an answer (kube-proxy is not serving), recorded in the data, not a collector error.
 """
 
@@ -13,6 +14,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.collect.base import CollectContext
+from agent.collect.local_addrs import local_opener, refusal
 from agent.model import KubeProxyHTTP
 from agent.settings import kube_proxy_settings, local_url
 
@@ -21,10 +23,13 @@ WANTED = (
     "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
     "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
 )
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_NO_PROXY = local_opener()
 
 
 def _get(url: str, timeout_s: float) -> tuple[int, str]:
+    refused = refusal(url)  # only this node's own addresses: never where a process's flags point elsewhere
+    if refused is not None:
+        raise urllib.error.URLError(refused)
     try:
         with _NO_PROXY.open(url, timeout=timeout_s) as resp:
             return int(resp.status), resp.read(4 << 20).decode(errors="replace")

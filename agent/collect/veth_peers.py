@@ -11,7 +11,8 @@ CAP_SYS_ADMIN. Two pyroute2 pitfalls, measured: `IPRoute(netns=name)` silently *
 namespace unless `flags=0`, and every netns socket forks a helper process (~16 ms), so one socket per
 namespace is opened and reused for all its ports. The DaemonSet runs without CAP_SYS_ADMIN: then the
 namespace is read through a process in it instead, /proc/<pid>/net/{fib_trie,if_inet6,igmp}, which
-only needs CAP_SYS_PTRACE (already required for /proc/<pid>/ns/net).
+needs CAP_SYS_PTRACE, as /proc/<pid>/ns/net does: the DaemonSet no longer has it (docs/security.md),
+so there only the namespaces named under /run/netns are asked.
 """
 
 from __future__ import annotations

@@ -59,8 +59,11 @@ class ProcessInfo:
     root: str  # /proc/<pid>/root: the process's own filesystem view
     env_path: list[str]  # PATH from /proc/<pid>/environ (for binaries it shells out to)
     config_path: str | None = None
-    config: dict[str, Any] | None = None  # the parsed --config file (KubeProxyConfiguration / KubeletConfiguration)
-    config_error: str | None = None
+    config: dict[str, Any] | None = None  # the known fields of its --config (never the file's text)
+    config_error: str | None = None  # why no source gave the config (each source tried, in order)
+    exe: str | None = None  # /proc/<pid>/exe; None when the agent may not read it (no CAP_SYS_PTRACE)
+    identity: str = ""  # why this process is taken for the real one (owner, PID namespace, executable)
+    config_source: str | None = None  # where `config` came from: a file, kube-proxy's /configz, a ConfigMap
 
 
 @dataclass
@@ -86,6 +89,7 @@ class ConntrackInfo:
     host_binary: str | None = None  # path of `conntrack` on the host PATH, if any
     kube_proxy_binary: str | None = None  # path inside kube-proxy's filesystem, if any
     kube_proxy_binary_searched: list[str] = field(default_factory=list)
+    kube_proxy_binary_unknown: str | None = None  # why kube-proxy's filesystem could not be searched
 
 
 @dataclass

@@ -57,11 +57,42 @@ def test_agreeing_witnesses_give_only_the_mode_info() -> None:
 
 
 def test_config_says_iptables_but_kube_proxy_runs_nftables() -> None:
-    snap = healthy(kube_proxy_http=http("nftables"), nftables=nft_table())
+    snap = healthy(kube_proxy=kube_proxy_process("--proxy-mode=iptables"), kube_proxy_http=http("nftables"),
+                   nftables=nft_table())
     (mismatch,) = [ev for i, ev in mode_findings(snap) if i == "kube_proxy.mode_mismatch"]
-    assert mismatch == {"configured": "iptables", "source": "default", "other": "nftables",
+    assert mismatch == {"configured": "iptables", "source": "flag --proxy-mode", "other": "nftables",
                         "other_source": "kube-proxy's /proxyMode"}
     assert ours(snap) == {("kube_proxy.mode_mismatch", N)}  # the nftables table is the running mode's, not stale
+
+
+def test_proxy_mode_answer_wins_over_a_built_in_default() -> None:
+    snap = healthy(kube_proxy_http=http("nftables"), nftables=nft_table())  # no flag, no config: a default
+    decision = decide_mode(snap)
+    assert (decision.mode, decision.source, decision.configured) == ("nftables", "kube-proxy /proxyMode", None)
+    assert ours(snap) == set()  # a default is no configuration to mismatch
+
+
+def unread_config_process() -> Any:
+    proc = kube_proxy_process()
+    proc.config_path = "/var/lib/kube-proxy/config.conf"
+    proc.config_error = "file ...: Permission denied (needs CAP_SYS_PTRACE); kube-proxy's /configz: refused"
+    return proc
+
+
+def test_unread_config_on_an_nftables_node_is_not_taken_for_iptables() -> None:
+    """The DaemonSet's case before the fix: config unreadable, /proxyMode silent, the node all nftables.
+    The iptables default must not decide (it made 9 false criticals)."""
+    snap = healthy(kube_proxy=unread_config_process(), kube_proxy_http=http(None), nftables=nft_table())
+    decision = decide_mode(snap)
+    assert decision.mode == "nftables" and decision.source.startswith("node (table ip kube-proxy)")
+    assert {i for i, _ in found(snap) if not i.startswith("kube_proxy.")} == set()
+    assert ("kube_proxy.config_unreadable", N) in found(snap)
+
+
+def test_unread_config_and_nothing_else_decides_no_mode() -> None:
+    snap = healthy(kube_proxy=unread_config_process(), kube_proxy_http=http(None))
+    assert decide_mode(snap).mode is None
+    assert found(snap) == {("kube_proxy.config_unreadable", N)}
 
 
 def test_node_shows_only_another_modes_rules_when_kube_proxy_cannot_be_asked() -> None:

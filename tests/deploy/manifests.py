@@ -35,6 +35,14 @@ def agent_container() -> dict[str, Any]:
     return container
 
 
+def pod_spec() -> dict[str, Any]:
+    spec: dict[str, Any] = kind(DAEMONSET, "DaemonSet")["spec"]["template"]["spec"]
+    return spec
+
+
+POD_SPEC = pod_spec()
+
+
 def daemonset_capabilities() -> list[str]:
     """The capabilities the DaemonSet adds, as setpriv/capsh spell them (net_admin, ...)."""
     return [c.lower() for c in agent_container()["securityContext"]["capabilities"]["add"]]

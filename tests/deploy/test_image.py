@@ -91,10 +91,10 @@ def image() -> Iterator[str]:
         subprocess.run(["podman", "rmi", "-f", tag], capture_output=True, check=False)
 
 
-def run_as_daemonset(image: str, node: Node | None, *args: str, entrypoint: str = "svcdoctor",
-                     lock: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_as_daemonset(image: str, node: Node | None, *args: str, entrypoint: str = "svcdoctor"
+                     ) -> subprocess.CompletedProcess[str]:
     """`podman run` with the DaemonSet's security settings: host PIDs, the node's network namespace,
-    only its capabilities, read-only root, no privilege escalation, the xtables lock and a tmpfs /tmp."""
+    only its capabilities, read-only root, no privilege escalation and a tmpfs /tmp."""
     sc = agent_container()["securityContext"]
     cmd = ["podman", "run", "--rm", "--pid=host", f"--network=ns:/run/netns/{node.name}" if node else "--network=host",
            "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096",  # see scripts/build-image
@@ -102,8 +102,6 @@ def run_as_daemonset(image: str, node: Node | None, *args: str, entrypoint: str 
            "--security-opt=no-new-privileges", "--tmpfs=/tmp"]
     if sc["readOnlyRootFilesystem"]:
         cmd.append("--read-only")
-    if lock is not None:
-        cmd += ["-v", f"{lock}:/run/xtables.lock"]
     res = subprocess.run([*cmd, "--entrypoint", entrypoint, image, *args], capture_output=True, text=True,
                          timeout=300)
     assert res.returncode in (0, 1), res.stderr  # `svcdoctor check` exits 1 when it finds something
@@ -120,12 +118,10 @@ def test_image_runs_and_checks_a_node_with_the_daemonsets_security_settings(imag
     node.nfacct_for_kube_proxy()
     node.iptables_restore((FIXTURES / "iptables" / "v1.3x_TestOverallIPTablesRules.legacy-save.rules").read_text())
     node.iptables_restore((FIXTURES / "iptables" / "node-base.rules").read_text(), noflush=True)
-    lock = tmp_path / "xtables.lock"
-    lock.touch()
     # the image's own iptables 1.8.9 reads the node's rules with only these capabilities
-    saved = run_as_daemonset(image, node, entrypoint="iptables-legacy-save", lock=lock).stdout
+    saved = run_as_daemonset(image, node, entrypoint="iptables-legacy-save").stdout
     assert "KUBE-SVC-XPGD46QRK7WJZT7O" in saved and "iptables-save v1.8.9" in saved
-    doc = json.loads(run_as_daemonset(image, node, "check", "--json", "--node-name", "test-node", lock=lock).stdout)
+    doc = json.loads(run_as_daemonset(image, node, "check", "--json", "--node-name", "test-node").stdout)
     assert [s["name"] for s in doc["sources"] if not s["ok"]] == []
     assert [f for f in doc["findings"] if f["id"] in ("agent.source_failed", "kube_proxy.not_running")] == []
     (mode,) = [f for f in doc["findings"] if f["id"] == "kube_proxy.mode"]

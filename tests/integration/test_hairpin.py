@@ -257,9 +257,11 @@ def test_port_backing_a_service_is_critical_and_names_pod_and_service(node: Node
     assert {p for p, on in sysfs_hairpin(node, "cni0").items() if not on} == {backing, idle}
 
 
-def test_with_the_daemonsets_capabilities_pods_are_read_through_proc(node: Node, tmp_path: Path) -> None:
-    """Without CAP_SYS_ADMIN there is no setns: the pod's addresses come from /proc/<pid>/net of its
-    sandbox process, and a severity that needs the pod IP is still right."""
+def test_with_the_daemonsets_capabilities_pods_are_not_read(node: Node, tmp_path: Path) -> None:
+    """Without CAP_SYS_ADMIN there is no setns, and without CAP_SYS_PTRACE (issue 16) no sandbox
+    process's /proc/<pid>/ns/net to match a namespace with: the pod's addresses stay unknown, said in
+    the port's peer_error, and the severity that would need the pod IP stays at warning. (Reading
+    /proc/<pid>/net by namespace without ptrace is left to the links area.)"""
     from tests.deploy.manifests import daemonset_capabilities
 
     require_tool("setpriv")
@@ -277,11 +279,11 @@ def test_with_the_daemonsets_capabilities_pods_are_read_through_proc(node: Node,
                          capture_output=True, text=True, timeout=120, cwd=REPO)
     assert res.returncode == 1, res.stderr
     doc = json.loads(res.stdout)
-    assert hairpin_findings(doc) == {("bridge.hairpin_disabled", backing, "critical"),
+    assert hairpin_findings(doc) == {("bridge.hairpin_disabled", backing, "warning"),
                                      ("bridge.hairpin_disabled", no_sandbox, "warning")}
     ports = {p["name"]: p for b in json.loads(out.read_text())["links"]["data"]["bridges"] for p in b["ports"]}
-    assert (ports[backing]["pod_ips"], ports[backing]["peer_name"]) == (["10.85.0.6"], "eth0")
-    assert ports[backing]["peer_netns"].endswith("/net")
+    assert (ports[backing]["pod_ips"], ports[backing]["peer_name"]) == ([], None)
+    assert "no process" in ports[backing]["peer_error"]
     assert ports[no_sandbox]["pod_ips"] == [] and "no process" in ports[no_sandbox]["peer_error"]
 
 

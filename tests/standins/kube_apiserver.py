@@ -232,6 +232,9 @@ class FakeApiServer:
                     api.on_request(self.rec)
                 path, namespace = url.path, None
                 parts = path.split("/")
+                if len(parts) == 7 and parts[:4] == ["", "api", "v1", "namespaces"] and parts[5] == "configmaps":
+                    self._get_one(url.path)
+                    return
                 if len(parts) == 6 and parts[:4] == ["", "api", "v1", "namespaces"] and parts[5] == "pods":
                     path, namespace = "/api/v1/pods", parts[4]
                 kind = PATHS.get(path)
@@ -247,6 +250,19 @@ class FakeApiServer:
                     self._watch(kind, q, namespace)
                 else:
                     self._list(kind, q, namespace)
+
+            def _get_one(self, path: str) -> None:
+                """GET /api/v1/namespaces/<ns>/configmaps/<name> (kube-proxy's ConfigMap)."""
+                parts = path.split("/")  # "", api, v1, namespaces, ns, configmaps, name
+                kinds = {"configmaps": "ConfigMap"}
+                obj = None
+                if len(parts) == 7 and parts[5] in kinds:
+                    with api.cond:
+                        obj = api.objects.get((kinds[parts[5]], parts[4], parts[6]))
+                if obj is None:
+                    self._json(404, {"kind": "Status", "apiVersion": "v1", "code": 404, "reason": "NotFound"})
+                else:
+                    self._json(200, obj)
 
             def _list(self, kind: str, q: dict[str, str], namespace: str | None) -> None:
                 limit = int(q.get("limit", "0") or 0)
@@ -358,6 +374,8 @@ class FakeApiServer:
 
             def do_POST(self) -> None:
                 api.requests.append(self.path)
+                self.rec = {"t": time.monotonic(), "agent": self.headers.get("User-Agent", ""), "path": self.path,
+                            "query": {}, "status": 0, "bytes": 0, "served": "reviews"}
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 status, answer = api.reviews.answer(self.path, body, self.headers.get("Authorization", ""))
                 self._json(status, answer)

@@ -2,13 +2,16 @@
 
 /healthz on the healthz port: `{"lastUpdated": ..., "currentTime": ..., "nodeEligible": ...}` with
 200 or 503 (pkg/proxy/healthcheck/proxier_health.go); /proxyMode and /metrics on the metrics port
-(plain-text mode; Prometheus text with kube-proxy's sync timestamps and kubernetes_build_info).
+(plain-text mode; Prometheus text with kube-proxy's sync timestamps and kubernetes_build_info); with
+`--configz FILE` (a KubeProxyConfiguration YAML) also /configz on the metrics port, as kube-proxy
+serves it: its internal config type, which has no JSON tags, so Go field names ("Mode", "IPTables").
 Run inside the test node's netns; prints "ready" once both ports listen.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import time
@@ -21,6 +24,26 @@ def go_time(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f000 +0000 UTC")
 
 
+GO_NAMES = {"iptables": "IPTables", "ipvs": "IPVS", "nftables": "NFTables", "clusterCIDR": "ClusterCIDR",
+            "oomScoreAdj": "OOMScoreAdj"}
+
+
+def go_named(value: object) -> object:
+    """v1alpha1 JSON names -> the internal type's Go field names, as configz marshals them."""
+    if isinstance(value, dict):
+        return {GO_NAMES.get(k, k[:1].upper() + k[1:]): go_named(v) for k, v in value.items()
+                if k not in ("apiVersion", "kind")}
+    if isinstance(value, list):
+        return [go_named(v) for v in value]
+    return value
+
+
+def configz_body(path: str) -> str:
+    import yaml
+
+    return json.dumps({"kubeproxy.config.k8s.io": go_named(yaml.safe_load(open(path).read()))})
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--healthz", default="127.0.0.1:10256")
@@ -30,6 +53,7 @@ def main() -> None:
     p.add_argument("--version", default="v1.31.2")
     p.add_argument("--last-sync-age", type=float, default=5.0, help="seconds since the last successful sync")
     p.add_argument("--queued-age", type=float, default=None, help="seconds since a change was queued")
+    p.add_argument("--configz", default=None, help="serve this KubeProxyConfiguration YAML on /configz")
     a = p.parse_args()
     started = time.time()
 
@@ -54,6 +78,8 @@ def main() -> None:
                 body = (f'{{"lastUpdated": "{go_time(last)} m=+{last - started:.9f}","currentTime": '
                         f'"{go_time(now)} m=+{now - started:.9f}", "nodeEligible": true}}')
                 self._send(a.status, body, "application/json")
+            elif self.path == "/configz" and port == metrics_port and a.configz:
+                self._send(200, configz_body(a.configz), "application/json")
             elif self.path == "/proxyMode" and port == metrics_port:
                 self._send(200, a.mode, "text/plain; charset=utf-8")
             elif self.path == "/metrics" and port == metrics_port:
