@@ -34,6 +34,7 @@ class Config:
     kubeconfig: Path | None = None  # None: in-cluster config when KUBERNETES_SERVICE_HOST is set
     api: bool = True  # False: never contact the API server
     api_max_stale_s: float = 300.0  # how long the last good API state may stand in while the API is down
+    probes: bool = True  # False (--no-probes): the agent sends no traffic of its own
 
     def host(self, path: str) -> Path:
         """A host path, under the configured host root."""

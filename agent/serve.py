@@ -42,6 +42,7 @@ class State:
         self.last_attempt = 0.0
         self.persistence = Persistence()
         self.lag = LagTracker()
+        self.explain_options: dict[str, Any] = {}  # agent/explain/run.py serve_options
 
     def publish(self, report: Report) -> None:
         with self._lock:
@@ -122,8 +123,13 @@ def make_handler(state: State, registry: CollectorRegistry, stale_after_s: float
                     self._send(503, b"stale: no check completed recently\n", "text/plain")
                 else:
                     self._send(200, b"ok\n" if report else b"starting\n", "text/plain")
+            elif url.path == "/explain":
+                from agent.explain.run import explain_response
+
+                status, body = explain_response(state.latest(), url.query, **state.explain_options)
+                self._send(status, body, "application/json")
             elif url.path == "/":
-                self._send(200, b"svcdoctor: /metrics /findings /healthz\n", "text/plain")
+                self._send(200, b"svcdoctor: /metrics /findings /healthz /explain\n", "text/plain")
             else:
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"no such path {url.path}"})
 
@@ -149,7 +155,10 @@ def bind(listen: str, port: int, state: State, stale_after_s: float) -> Server:
 
 
 def serve(runner: Runner, listen: str, port: int, interval_s: float) -> None:
+    from agent.explain.run import serve_options
+
     state = State()
+    state.explain_options = serve_options(runner.cfg, runner.cluster)
     server = bind(listen, port, state, stale_after_s=3 * interval_s + 2 * runner.cfg.source_timeout_s + 60)
     sched = Scheduler(runner, state, interval_s)
     sched.start()

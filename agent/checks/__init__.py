@@ -22,6 +22,7 @@ from agent.checks import (
     mode,
     nftables,
     node,
+    probes,
     rules,
 )
 from agent.model import Finding, Snapshot
@@ -43,4 +44,5 @@ CHECKS: tuple[CheckFunc, ...] = (
     nftables.check,
     ipvs.check,
     hairpin.check,
+    probes.check,
 )

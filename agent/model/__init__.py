@@ -17,6 +17,7 @@ from agent.model.ipvs import IpvsState
 from agent.model.kubelet_log import KubeletLog
 from agent.model.links import Bridge, BridgePort, Links
 from agent.model.nftables import NftablesState
+from agent.model.probes import ProbeSet
 from agent.serial import from_jsonable, to_jsonable
 
 __all__ = ["Bridge", "BridgePort", "ClusterState", "CniState", "IptablesState", "IpvsState", "Links",
@@ -121,6 +122,7 @@ class Snapshot:
     cluster: Source[ClusterState] = field(default_factory=lambda: Source("cluster", ok=True, absent=True))
     kubelet_log: Source[KubeletLog] = field(default_factory=lambda: Source("kubelet_log", ok=True, absent=True))
     settings: CheckSettings = field(default_factory=CheckSettings)
+    probes: Source[ProbeSet] = field(default_factory=lambda: Source("probes", ok=True, absent=True))
 
     def sources(self) -> list[Source[Any]]:
         return [v for v in vars(self).values() if isinstance(v, Source)]
