@@ -172,7 +172,7 @@ def _service(c: _Ctx) -> Step:
         f = finding("service.port_not_found", c.key, service=c.key,
                     evidence={"port": c.query.port, "ports": ", ".join(ev["ports"]) or "none"})
         return _step("service", PROBLEM, f.message, ev, [f])
-    return _step("service", OK, f"{svc.type} {c.key}, ClusterIP {', '.join(svc.cluster_ips) or 'none'}, "
+    return _step("service", OK, f"{svc.type} Service {c.key}, ClusterIP {', '.join(svc.cluster_ips) or 'none'}, "
                  f"port(s) {', '.join(f'{p.port}/{p.protocol}' for p in c.ports)}", ev)
 
 
@@ -446,7 +446,7 @@ def _proxying(c: _Ctx) -> Step:
         ev["verdict"] = "the pods answer but the ClusterIP does not: kube-proxy's side"
         f = finding("service.not_answering", c.key, service=c.key, evidence={
             **_probe_ev(results[0]), "verdict": ev["verdict"]})
-        return _step("proxying", PROBLEM, f.message, ev, [f])
+        return _step("proxying", PROBLEM, f.message, ev, [f], symptom=True)
     if not ct.ok:
         return _skip("proxying", f"conntrack could not be read: {ct.error}")
     return _step("proxying", OK, "conntrack is loaded and has room; forwarding prerequisites are met", ev)
