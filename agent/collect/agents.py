@@ -52,24 +52,43 @@ def agent_pods(api_client: Any, namespace: str, selector: str, timeout_s: float)
     return sorted(out, key=lambda a: a.node)
 
 
+def _get(api_client: Any, path: str, query: list[tuple[str, str]], timeout_s: float) -> tuple[int, bytes]:
+    """GET through the client's configuration and auth, raw: (status, body). Generated clients before v32
+    and after differ in how they expose this; both are used as their own ApiClient does."""
+    headers = {"Accept": "application/json"}
+    if hasattr(api_client, "param_serialize"):  # kubernetes >= 32
+        method, url, hdrs, _, _ = api_client.param_serialize("GET", path, query_params=query, header_params=headers,
+                                                             auth_settings=["BearerToken"])
+        resp = api_client.call_api(method, url, header_params=hdrs, _request_timeout=timeout_s)
+        resp.read()
+        return int(resp.status), bytes(resp.data)
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        resp = api_client.call_api(path, "GET", query_params=query, header_params=headers,
+                                   auth_settings=["BearerToken"], _preload_content=False,
+                                   _request_timeout=timeout_s)
+    except ApiException as exc:
+        return int(exc.status or 0), (exc.body or "").encode() if isinstance(exc.body, str) else exc.body or b""
+    raw = resp[0] if isinstance(resp, tuple) else resp
+    return int(raw.status), bytes(raw.data)
+
+
 def ask_agent(api_client: Any, namespace: str, pod: AgentPod, service: str, timeout_s: float
               ) -> tuple[dict[str, Any] | None, str | None]:
     """(the agent's explain document, None) or (None, why it could not be had)."""
     path = f"/api/v1/namespaces/{namespace}/pods/{pod.name}:{pod.port}/proxy/explain"
     try:
-        resp = api_client.call_api(path, "GET", query_params=[("service", service)], header_params={
-            "Accept": "application/json"}, auth_settings=["BearerToken"], _preload_content=False,
-            _request_timeout=timeout_s)
-        body = resp[0].data if isinstance(resp, tuple) else resp.data
+        status, body = _get(api_client, path, [("service", service)], timeout_s)
+    except Exception as exc:  # urllib3 errors, OSError
+        return None, _first_line(exc)
+    try:
         doc = json.loads(body)
-    except Exception as exc:
-        status = getattr(exc, "status", None)
-        body = getattr(exc, "body", None)
-        try:
-            detail = json.loads(body).get("error") if body else None
-        except ValueError:
-            detail = None
-        return None, f"HTTP {status}: {detail}" if status and detail else _first_line(exc)
+    except ValueError:
+        doc = None
+    if status >= 400:
+        detail = (doc.get("error") or doc.get("message")) if isinstance(doc, dict) else None
+        return None, f"HTTP {status}: {detail or body[:200].decode('utf-8', 'replace')}"
     if not isinstance(doc, dict) or "steps" not in doc:
         return None, "the agent's answer is not an explain document"
     return doc, None
