@@ -1,6 +1,8 @@
-"""svcdoctor's command line: `check` (one shot) and `serve` (the DaemonSet agent).
+"""svcdoctor's command line: `check` (one shot), `serve` (the DaemonSet agent) and `explain` (the guide for
+one Service).
 
-Exit codes of `check`: 0 no warning or critical finding, 1 at least one, 2 could not run.
+Exit codes of `check`: 0 no warning or critical finding, 1 at least one, 2 could not run. Of `explain`:
+0 every step passed, 1 a step found a problem, 2 could not run.
 """
 
 from __future__ import annotations
@@ -115,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--auth", choices=("none", "kubernetes"), default=os.environ.get("SVCDOCTOR_AUTH") or "none",
                    help="kubernetes: /findings and /metrics need a bearer token allowed by TokenReview and "
                         "SubjectAccessReview (env SVCDOCTOR_AUTH; default none)")
+    e = sub.add_parser("explain", parents=[common], help="walk the Debug Services guide for one Service")
+    e.add_argument("service", metavar="NAMESPACE/SERVICE[:PORT]")
+    e.add_argument("--json", action="store_true", help="print the svcdoctor-explain/v1 JSON document")
+    e.add_argument("--all-nodes", action="store_true",
+                   help="ask every node's agent (through the API server's pod proxy) and show which nodes differ")
+    e.add_argument("--agent-namespace", default="svcdoctor", help="where the agents run (--all-nodes)")
+    e.add_argument("--agent-selector", default="app.kubernetes.io/name=svcdoctor",
+                   help="the agent pods' labels (--all-nodes)")
+    for parser in (s, e):
+        parser.add_argument("--no-probes", dest="probes", action="store_false",
+                            help="send no traffic of svcdoctor's own (DNS queries, TCP connects)")
     return p
 
 
@@ -130,6 +143,8 @@ def config_from(args: argparse.Namespace) -> Config:
     if args.command == "serve":
         kwargs.update(port=int(args.port), listen=args.listen, interval_s=args.interval,
                       tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_key_file, auth=args.auth)
+    # `check` never probes: its findings are about what the node has, not about traffic it sends.
+    kwargs["probes"] = args.command in ("serve", "explain") and args.probes
     return Config(**kwargs)  # type: ignore[arg-type]
 
 
@@ -221,6 +236,65 @@ def setup_logging(*, verbose: bool) -> None:
     logging.getLogger("svcdoctor").setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("urllib3", "kubernetes", "pyroute2"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+def cmd_explain(args: argparse.Namespace, cfg: Config) -> int:
+    from agent.explain.model import ServiceQuery
+
+    try:
+        query = ServiceQuery.parse(args.service)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    if args.all_nodes:
+        return _explain_all_nodes(args, cfg, str(query))
+    from agent.collect import COLLECTORS
+    from agent.collect.probes import Prober
+    from agent.collect.service_pods import pods_source_for
+    from agent.explain.run import explain
+    from agent.explain.walk import CannotExplain
+    from agent.report import explain_text
+    from agent.report.explain_json import explain_document
+
+    provider = cluster_provider(cfg, live=False)
+    if provider is None:
+        raise UsageError("explain needs the API's view: --cluster-state FILE, --kubeconfig or in-cluster config")
+    runner = Runner(cfg, collectors=tuple(c for c in COLLECTORS if c.name != "probes"), cluster=provider)
+    report = runner.check(runner.collect())
+    try:
+        expl = explain(report, query, pods=pods_source_for(provider), prober=Prober() if cfg.probes else None,
+                       cfg=cfg)
+    except CannotExplain as exc:
+        raise UsageError(str(exc)) from exc
+    if args.json:
+        sys.stdout.write(json.dumps(explain_document(expl), indent=1) + "\n")
+    else:
+        sys.stdout.write(explain_text.render(expl, colour=sys.stdout.isatty()))
+    return EXIT_OK if expl.healthy else EXIT_FINDINGS
+
+
+def _explain_all_nodes(args: argparse.Namespace, cfg: Config, service: str) -> int:
+    from agent.collect.agents import ask_all
+    from agent.collect.base import CollectError
+    from agent.collect.kubeapi import api_client_from
+    from agent.report import explain_text
+    from agent.report.explain_json import nodes_document
+
+    if cfg.kubeconfig is None and not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        raise UsageError("--all-nodes asks the agents through the API server: give --kubeconfig")
+    try:
+        client, _ = api_client_from(str(cfg.kubeconfig) if cfg.kubeconfig else None)
+        agents = ask_all(client, service, namespace=args.agent_namespace, selector=args.agent_selector,
+                         timeout_s=cfg.source_timeout_s)
+    except CollectError as exc:
+        raise UsageError(str(exc)) from exc
+    except Exception as exc:  # the kubernetes client's ConfigException, OSError
+        raise UsageError(f"cannot load API server configuration: {exc}") from exc
+    doc = nodes_document(service, agents)
+    if args.json:
+        sys.stdout.write(json.dumps(doc, indent=1) + "\n")
+    else:
+        sys.stdout.write(explain_text.render_nodes(doc, colour=sys.stdout.isatty()))
+    if all(n["result"] == "error" for n in doc["nodes"]):
+        return EXIT_CANNOT_RUN
+    return EXIT_OK if all(n["result"] == "ok" for n in doc["nodes"]) else EXIT_FINDINGS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(verbose=args.verbose)
     try:
         cfg = config_from(args)
-        return cmd_check(args, cfg) if args.command == "check" else cmd_serve(args, cfg)
+        commands = {"check": cmd_check, "serve": cmd_serve, "explain": cmd_explain}
+        return commands[args.command](args, cfg)
     except UsageError as exc:
         print(f"svcdoctor: {exc}", file=sys.stderr)
         return EXIT_CANNOT_RUN

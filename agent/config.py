@@ -37,6 +37,7 @@ class Config:
     tls_cert_file: Path | None = None  # serve over TLS with this certificate (and key), reloaded on change
     tls_key_file: Path | None = None
     auth: str = "none"  # "kubernetes": TokenReview + SubjectAccessReview for /findings and /metrics
+    probes: bool = True  # False (--no-probes): the agent sends no traffic of its own
 
     def host(self, path: str) -> Path:
         """A host path, under the configured host root."""

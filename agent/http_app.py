@@ -33,7 +33,7 @@ from agent.report.document import BadFilter, document, parse_filters
 log = logging.getLogger("svcdoctor.http")
 JSON = "application/json"
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-PROTECTED = frozenset({"/findings", "/metrics"})  # /healthz stays open for the kubelet's probe
+PROTECTED = frozenset({"/findings", "/metrics", "/explain"})  # /healthz stays open for the kubelet's probe
 GZIP_MIN_BYTES = 1024
 Key = tuple[Any, ...]
 
@@ -178,9 +178,21 @@ class App:
             _, report = self.state.current()
             status, body = health(report, self.state.started_at, time.time(), self.window_s)
             return Response(status, body)
+        if url.path == "/explain":
+            return await self._explain(url.query)
         if url.path == "/":
-            return Response(200, b"svcdoctor: /metrics /findings /healthz\n")
+            return Response(200, b"svcdoctor: /metrics /findings /healthz /explain\n")
         return json_error(HTTPStatus.NOT_FOUND, f"no such path {url.path}")
+
+    async def _explain(self, query: str) -> Response:
+        """One Service's walk of the guide from the latest report; its probes block, so a worker runs it."""
+        from agent.explain.run import explain_response
+
+        _, report = self.state.current()
+        options = getattr(self.state, "explain_options", {})
+        status, body = await asyncio.get_running_loop().run_in_executor(
+            self.pool, lambda: explain_response(report, query, **options))
+        return Response(status, body, JSON)
 
     async def _findings_query(self, query: str, gz: bool) -> Response:
         generation, report = self.state.current()

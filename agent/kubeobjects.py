@@ -4,11 +4,13 @@ and the `--cluster-state FILE` reader, so both read objects exactly the same way
 from __future__ import annotations
 
 import ipaddress
+import sys
 from datetime import datetime
 from typing import Any
 
 from agent.model.cluster import (
     ClusterState,
+    ContainerPort,
     EndpointSpec,
     NodeSpec,
     PodSpec,
@@ -87,7 +89,8 @@ def compact_service(obj: dict[str, Any]) -> ServiceSpec:
         namespace=meta.get("namespace", ""), name=meta.get("name", ""), type=spec.get("type", "ClusterIP"),
         cluster_ips=["None" if ip == "None" else (parse_ip_sloppy(ip) or ip) for ip in cluster_ips],
         ports=[ServicePortSpec(name=p.get("name", ""), protocol=p.get("protocol", "TCP"), port=int(p["port"]),
-                               node_port=p.get("nodePort")) for p in spec.get("ports") or []],
+                               node_port=p.get("nodePort"), target_port=sys.intern(str(p.get("targetPort") or "")))
+               for p in spec.get("ports") or []],
         external_ips=_ips(spec.get("externalIPs")),
         load_balancer_ips=lb_ips,
         load_balancer_source_ranges=list(spec.get("loadBalancerSourceRanges") or []),
@@ -98,7 +101,20 @@ def compact_service(obj: dict[str, Any]) -> ServiceSpec:
         topology_aware=bool(spec.get("trafficDistribution")) or any(
             str(annotations.get(a, "")).lower() not in ("", "disabled", "false") for a in TOPOLOGY_ANNOTATIONS),
         last_change=_last_change(meta),
+        selector=selector_string(spec.get("selector")),
     )
+
+
+def selector_string(selector: Any) -> str:
+    """A Service's map selector as a label-selector string, keys sorted ("" for none)."""
+    if not isinstance(selector, dict):
+        return ""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def parse_selector(text: str) -> dict[str, str]:
+    """The inverse of selector_string."""
+    return dict(part.split("=", 1) for part in text.split(",") if "=" in part)
 
 
 def compact_slice(obj: dict[str, Any]) -> SliceSpec:
@@ -138,14 +154,30 @@ def compact_node(obj: dict[str, Any]) -> NodeSpec:
 
 
 def compact_pod(obj: dict[str, Any]) -> PodSpec:
-    meta, status = obj.get("metadata", {}), obj.get("status", {})
+    meta, spec, status = obj.get("metadata", {}), obj.get("spec", {}), obj.get("status", {})
     ips = [p.get("ip") for p in status.get("podIPs") or []] or ([status["podIP"]] if status.get("podIP") else [])
-    return PodSpec(namespace=meta.get("namespace", ""), name=meta.get("name", ""), ips=_ips(ips),
-                   host_network=bool(obj.get("spec", {}).get("hostNetwork")))
+    statuses = status.get("containerStatuses") or []
+    finished = [parse_time(((s.get("lastState") or {}).get("terminated") or {}).get("finishedAt")) for s in statuses]
+    waiting = [((s.get("state") or {}).get("waiting") or {}).get("reason") for s in statuses]
+    return PodSpec(
+        namespace=meta.get("namespace", ""), name=meta.get("name", ""), ips=_ips(ips),
+        host_network=bool(spec.get("hostNetwork")),
+        labels=dict(meta.get("labels") or {}),
+        container_ports=[ContainerPort(name=p.get("name") or "", port=int(p.get("containerPort") or 0),
+                                       protocol=p.get("protocol") or "TCP")
+                         for c in spec.get("containers") or [] for p in c.get("ports") or []],
+        node_name=spec.get("nodeName"),
+        phase=status.get("phase") or "",
+        ready=any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []),
+        restarts=sum(int(s.get("restartCount") or 0) for s in statuses),
+        last_restart=max((t for t in finished if t is not None), default=None),
+        waiting_reason=next((r for r in waiting if r), None),
+    )
 
 
 def state_from_items(items: list[dict[str, Any]], node_name: str, origin: str, fetched_at: float) -> ClusterState:
-    """A ClusterState from a mixed list of API objects (kubectl's `v1 List`)."""
+    """A ClusterState from a mixed list of API objects (kubectl's `v1 List`). Only this node's pods are
+    kept (what the checks use); `svcdoctor explain` reads a Service's pods with pods_from_items."""
     state = ClusterState(origin=origin, fetched_at=fetched_at)
     for obj in items:
         kind = obj.get("kind")
@@ -164,3 +196,9 @@ def state_from_items(items: list[dict[str, Any]], node_name: str, origin: str, f
         elif kind == "Pod" and obj.get("spec", {}).get("nodeName") == node_name:
             state.pods.append(compact_pod(obj))
     return state
+
+
+def pods_from_items(items: list[dict[str, Any]], namespace: str) -> list[PodSpec]:
+    """Every pod of one namespace in a mixed list (for `svcdoctor explain --cluster-state`)."""
+    return [compact_pod(o) for o in items
+            if o.get("kind") == "Pod" and (o.get("metadata") or {}).get("namespace") == namespace]

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
@@ -51,6 +52,7 @@ class State:
         self.last_attempt = 0.0
         self.lag = LagTracker()
         self.listeners: list[Callable[[], object]] = []  # told after each publish or crash (the server renders)
+        self.explain_options: dict[str, Any] = {}  # agent/explain/run.py serve_options
 
     def publish(self, report: Report) -> None:
         with self._lock:
@@ -165,8 +167,11 @@ def build_server(state: State, cfg: Config, pool: ThreadPoolExecutor, limits: Li
 
 
 def serve(runner: Runner) -> None:
+    from agent.explain.run import serve_options
+
     cfg = runner.cfg
     state = State()
+    state.explain_options = serve_options(runner.cfg, runner.cluster)
     limits = connection_limits(Limits())
     with ThreadPoolExecutor(max_workers=limits.workers, thread_name_prefix="http-worker") as pool:
         server = build_server(state, cfg, pool, limits)

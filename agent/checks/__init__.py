@@ -26,6 +26,7 @@ from agent.checks import (
     mode,
     nftables,
     node,
+    probes,
     rules,
 )
 from agent.model import Finding, Snapshot
@@ -59,4 +60,5 @@ CHECKS: tuple[CheckFunc, ...] = (
     snapshot_only(nftables.check),
     snapshot_only(ipvs.check),
     hairpin.check,
+    snapshot_only(probes.check),
 )

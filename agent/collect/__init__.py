@@ -21,6 +21,7 @@ from agent.collect import (
     kubeproxy_http,
     links,
     nftables,
+    probes,
     process,
     sysctl,
 )
@@ -59,4 +60,6 @@ COLLECTORS: tuple[Collector, ...] = (
     Collector("cni", cni.collect),
     Collector("kubelet_log", kubelet_log.collect),
     Collector("cluster", cluster.collect),
+    # serve's own traffic (off with --no-probes, never in `check`): bounded by probes.Limits
+    Collector("probes", probes.collect, timeout_s=30.0),
 )

@@ -349,6 +349,7 @@ class KubeApiProvider:
         from kubernetes import client
 
         core, discovery = client.CoreV1Api(api_client), client.DiscoveryV1Api(api_client)
+        self.api_client = api_client  # for on-demand reads (`explain`'s pods: agent/collect/service_pods.py)
         self.origin, self.max_stale_s = origin, max_stale_s
         self._last_lock = threading.Lock()
         self._last: tuple[tuple[Any, ...], ClusterState] | None = None

@@ -17,6 +17,7 @@ from agent.model.ipvs import IpvsState
 from agent.model.kubelet_log import KubeletLog
 from agent.model.links import Bridge, BridgePort, Links
 from agent.model.nftables import NftablesState
+from agent.model.probes import ProbeSet
 from agent.serial import SchemaError, load_strict, to_jsonable
 
 __all__ = ["Bridge", "BridgePort", "ClusterState", "CniState", "IptablesState", "IpvsState", "Links",
@@ -128,6 +129,7 @@ class Snapshot:
     kubelet_log: Source[KubeletLog] = field(default_factory=lambda: Source("kubelet_log", ok=True, absent=True))
     settings: CheckSettings = field(default_factory=CheckSettings)
     schema_version: int = SNAPSHOT_SCHEMA  # older snapshots, written before it existed, are version 1
+    probes: Source[ProbeSet] = field(default_factory=lambda: Source("probes", ok=True, absent=True))
 
     def sources(self) -> list[Source[Any]]:
         return [v for v in vars(self).values() if isinstance(v, Source)]

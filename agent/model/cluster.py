@@ -15,6 +15,7 @@ class ServicePortSpec:
     protocol: str  # "TCP" | "UDP" | "SCTP"
     port: int
     node_port: int | None = None
+    target_port: str = ""  # "8080" or a containerPort name ("http"); "" when unset (= port)
 
 
 @dataclass
@@ -33,6 +34,9 @@ class ServiceSpec:
     health_check_node_port: int | None = None
     topology_aware: bool = False  # topology-mode annotation or trafficDistribution: kube-proxy may filter by zone
     last_change: float | None = None  # unix seconds: newest of creation and managedFields times
+    # spec.selector as one label-selector string ("app=web,tier=fe", keys sorted): one str per Service
+    # instead of a dict at 10k Services. "" is selectorless (endpoints managed by hand or another controller).
+    selector: str = ""
 
 
 @dataclass
@@ -72,11 +76,27 @@ class NodeSpec:
 
 
 @dataclass
+class ContainerPort:
+    name: str
+    port: int
+    protocol: str
+
+
+@dataclass
 class PodSpec:
     namespace: str
     name: str
     ips: list[str] = field(default_factory=list)
     host_network: bool = False
+    # For `svcdoctor explain` (the guide's "Are the Pods working?"): a handful of values per pod.
+    labels: dict[str, str] = field(default_factory=dict)
+    container_ports: list[ContainerPort] = field(default_factory=list)
+    node_name: str | None = None
+    phase: str = ""  # Pending | Running | Succeeded | Failed | Unknown
+    ready: bool = False  # the Ready condition
+    restarts: int = 0  # summed over the containers
+    last_restart: float | None = None  # unix seconds: newest lastState.terminated.finishedAt
+    waiting_reason: str | None = None  # e.g. CrashLoopBackOff, ImagePullBackOff (first waiting container)
 
 
 @dataclass

@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 PATHS = {
     "/api/v1/services": "Service",
@@ -93,6 +93,9 @@ class FakeApiServer:
             self.apply(obj)
         self.server: ThreadingHTTPServer | None = None
         self.port = 0
+        # Self-contained extra handlers (see the end of this file): each takes (handler, url) and returns
+        # True when it answered the request.
+        self.routes: list[Callable[[BaseHTTPRequestHandler, SplitResult], bool]] = []
 
     # test controls --------------------------------------------------------------------------------
     def _key(self, obj: dict[str, Any]) -> tuple[str, str, str]:
@@ -223,6 +226,8 @@ class FakeApiServer:
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 api.requests.append(self.path)
+                if any(route(self, url) for route in api.routes):
+                    return
                 q = {k: v[-1] for k, v in parse_qs(url.query).items()}
                 self.rec = {"t": time.monotonic(), "agent": self.headers.get("User-Agent", ""), "path": url.path,
                             "query": q, "status": 0, "bytes": 0, "served": ""}
@@ -434,3 +439,70 @@ class Reviews:
         else:
             status = {"allowed": self._allowed(spec)}
         return 201, {**doc, "status": status}
+
+
+# Pod proxy and namespaced pod lists (for `svcdoctor explain --all-nodes`) --------------------------------
+
+def _send_json(handler: BaseHTTPRequestHandler, status: int, body: bytes) -> None:
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def _labels_match(obj: dict[str, Any], selector: str | None) -> bool:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in (part.split("=", 1) for part in (selector or "").split(",") if part))
+
+
+def namespaced_pods(api: FakeApiServer) -> Callable[[BaseHTTPRequestHandler, SplitResult], bool]:
+    """GET /api/v1/namespaces/NS/pods?labelSelector=k=v,... (equality selectors only), one page."""
+
+    def route(handler: BaseHTTPRequestHandler, url: SplitResult) -> bool:
+        parts = url.path.strip("/").split("/")
+        if len(parts) != 5 or parts[:3] != ["api", "v1", "namespaces"] or parts[4] != "pods":
+            return False
+        q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        with api.cond:
+            pods = [o for (k, ns, _), o in sorted(api.objects.items()) if k == "Pod" and ns == parts[3]]
+            rv = api.rv
+        items = [o for o in pods if _labels_match(o, q.get("labelSelector"))]
+        _send_json(handler, 200, json.dumps({"kind": "PodList", "apiVersion": "v1",
+                                             "metadata": {"resourceVersion": str(rv)}, "items": items}).encode())
+        return True
+
+    return route
+
+
+def pod_proxy(api: FakeApiServer, seen_auth: list[str]) -> Callable[[BaseHTTPRequestHandler, SplitResult], bool]:
+    """GET /api/v1/namespaces/NS/pods/NAME:PORT/proxy/PATH?QUERY, forwarded to the pod's status.podIP as the
+    real API server does (an unreachable pod is a 503 Status). Records each caller's Authorization header."""
+    import http.client
+
+    def route(handler: BaseHTTPRequestHandler, url: SplitResult) -> bool:
+        parts = url.path.strip("/").split("/", 7)
+        if len(parts) < 7 or parts[:3] != ["api", "v1", "namespaces"] or parts[4] != "pods" or parts[6] != "proxy":
+            return False
+        seen_auth.append(handler.headers.get("Authorization", ""))
+        name, _, port = parts[5].partition(":")
+        with api.cond:
+            pod = api.objects.get(("Pod", parts[3], name))
+        if pod is None:
+            _send_json(handler, 404, json.dumps({"kind": "Status", "code": 404, "reason": "NotFound"}).encode())
+            return True
+        target = "/" + (parts[7] if len(parts) > 7 else "") + (f"?{url.query}" if url.query else "")
+        try:
+            conn = http.client.HTTPConnection(pod["status"]["podIP"], int(port or 80), timeout=30)
+            conn.request("GET", target)
+            resp = conn.getresponse()
+            body, status = resp.read(), resp.status
+            conn.close()
+        except OSError as exc:
+            body = json.dumps({"kind": "Status", "code": 503, "message": f"error trying to reach service: {exc}"})
+            _send_json(handler, 503, body.encode())
+            return True
+        _send_json(handler, status, body)
+        return True
+
+    return route
