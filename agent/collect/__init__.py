@@ -38,7 +38,7 @@ class Collector:
 COLLECTORS: tuple[Collector, ...] = (
     Collector("kube_proxy", process.collect_kube_proxy, phase=1),
     Collector("kubelet", process.collect_kubelet, phase=1),
-    Collector("kube_proxy_http", kubeproxy_http.collect, timeout_s=10.0),
+    Collector("kube_proxy_http", kubeproxy_http.KubeProxyHTTPReader(), timeout_s=10.0),
     Collector("conntrack", conntrack.collect),
     Collector("sysctl", sysctl.collect),
     Collector("links", links.collect),
