@@ -39,7 +39,7 @@ COLLECTORS: tuple[Collector, ...] = (
     Collector("kube_proxy", process.collect_kube_proxy, phase=1),
     Collector("kubelet", process.collect_kubelet, phase=1),
     Collector("kube_proxy_http", kubeproxy_http.KubeProxyHTTPReader(), timeout_s=10.0),
-    Collector("conntrack", conntrack.collect),
+    Collector("conntrack", conntrack.ConntrackReader()),
     Collector("sysctl", sysctl.collect),
     Collector("links", links.collect),
     # a save of 170k rules takes seconds (a minute on some nft hosts); reads are paced, see iptables.py

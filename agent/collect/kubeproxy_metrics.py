@@ -157,7 +157,8 @@ class MetricsReader:
                     prev = 0.0
                 delta = v - prev if prev is not None and v >= prev else None
                 out.failures.append(FailureCounter(metric=name, ip_family=key[1], value=v, delta=delta))
-        for name, attr in ((ENDPOINTS_PENDING, "endpoint_changes_pending"), (SERVICES_PENDING, "service_changes_pending")):
+        for name, attr in ((ENDPOINTS_PENDING, "endpoint_changes_pending"),
+                           (SERVICES_PENDING, "service_changes_pending")):
             values = [v for _, v in series.get(name, [])]
             pending = sum(values) if values else None
             setattr(out, attr, pending)

@@ -88,6 +88,7 @@ class ConntrackInfo:
     kube_proxy_binary: str | None = None  # path inside kube-proxy's filesystem, if any
     kube_proxy_binary_searched: list[str] = field(default_factory=list)
     stats: ConntrackStats | None = None  # /proc/net/stat/nf_conntrack: drops, insert failures (rates)
+    stats_error: str | None = None  # why that file could not be read
 
 
 @dataclass
