@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from agent.collect.base import CollectContext, find_binary, read_text
-from agent.config import Config, HOST_BIN_DIRS
+from agent.config import HOST_BIN_DIRS, Config
 from agent.model import ConntrackInfo
 from agent.model.conntrack_table import ConntrackStats
 
