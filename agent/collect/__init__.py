@@ -15,6 +15,7 @@ from agent.collect import (
     cluster,
     cni,
     conntrack,
+    conntrack_flows,
     iptables,
     ipvs,
     kubelet_log,
@@ -50,4 +51,6 @@ COLLECTORS: tuple[Collector, ...] = (
     Collector("cni", cni.collect),
     Collector("kubelet_log", kubelet_log.collect),
     Collector("cluster", cluster.collect),
+    # a million entries take seconds to stream (bench/bench_conntrack.py)
+    Collector("conntrack_flows", conntrack_flows.collect, timeout_s=60.0),
 )
