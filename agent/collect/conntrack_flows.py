@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from agent.collect.base import Absent, CollectContext, CollectError
-from agent.collect.ctnetlink import DumpError, Entry, dump, supports_kernel_filter
+from agent.collect.ctnetlink import ORIG_DPORT, ORIG_DST, REPLY_SRC, DumpError, Entry, dump, supports_kernel_filter
 from agent.model.cluster import ClusterState
 from agent.model.conntrack_table import ConntrackFlows, FlowGroup
 
@@ -90,7 +90,8 @@ class Groups:
         self.counts: dict[tuple[int, int, bytes, int, bytes, int], _Count] = {}
 
     def add(self, family: int, e: Entry) -> None:
-        key = (family, e.protocol, e.orig_dst, e.orig_dport, e.reply_src, e.reply_sport)
+        proto, src, dst, sport, dport, rsrc, rport = e
+        key = (family, proto, dst, dport, rsrc, rport)
         slot = self.counts.get(key)
         if slot is None:
             if len(self.counts) >= self.max_groups:
@@ -99,9 +100,8 @@ class Groups:
             slot = self.counts[key] = _Count()
         slot.entries += 1
         if len(slot.examples) < MAX_EXAMPLES:
-            slot.examples.append(f"{hostport(family, e.orig_src, e.orig_sport)} -> "
-                                 f"{hostport(family, e.orig_dst, e.orig_dport)} => "
-                                 f"{hostport(family, e.reply_src, e.reply_sport)}")
+            slot.examples.append(f"{hostport(family, src, sport)} -> {hostport(family, dst, dport)} => "
+                                 f"{hostport(family, rsrc, rport)}")
 
     def result(self) -> list[FlowGroup]:
         return [FlowGroup(family=fam, protocol=PROTO_NAMES[proto], orig_dst=hostport(fam, dst, dport),
@@ -129,9 +129,9 @@ def read_flows(watch: Watch, deadline: float, max_groups: int = MAX_GROUPS) -> C
         try:
             for e in itertools.chain([first] if first is not None else [], entries):
                 seen += 1
-                if e.orig_dst in ips:
+                if e[ORIG_DST] in ips:
                     groups.add(fam, e)
-                elif e.orig_dport in ports and (e.orig_dst in local or e.reply_src != e.orig_dst):
+                elif e[ORIG_DPORT] in ports and (e[ORIG_DST] in local or e[REPLY_SRC] != e[ORIG_DST]):
                     # a NodePort: on this node's address, or DNATed from any address (kube-proxy matches the
                     # port alone; a client's own flow to a remote port of that number is neither)
                     groups.add(fam, e)

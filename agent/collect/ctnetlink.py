@@ -16,7 +16,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from operator import itemgetter
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK = 1
@@ -47,17 +47,36 @@ class DumpError(Exception):
         self.errno = err
 
 
-@dataclass(frozen=True)
-class Entry:
-    """The fields of one entry the stale-flow rule needs; addresses as packed bytes (4 or 16)."""
+# One entry: (protocol, orig src, orig dst, orig sport, orig dport, reply src, reply sport); addresses packed
+# (4 or 16 bytes). A plain tuple: at a million entries, building an object per entry costs seconds.
+Entry = tuple[int, bytes, bytes, int, int, bytes, int]
+PROTO, ORIG_SRC, ORIG_DST, ORIG_SPORT, ORIG_DPORT, REPLY_SRC, REPLY_SPORT = range(7)
 
-    protocol: int
-    orig_src: bytes
-    orig_dst: bytes
-    orig_sport: int
-    orig_dport: int
-    reply_src: bytes
-    reply_sport: int
+
+def _layout(addr: int) -> tuple[struct.Struct, itemgetter[tuple[int, ...]], tuple[int, ...], tuple[int, ...]]:
+    """The kernel's fixed encoding of an ORIG+REPLY tuple pair for a port-based protocol without a zone
+    (ctnetlink_dump_tuples: IP src, dst, then protocol number, source and destination port): one struct
+    read instead of walking 16 attributes per entry. Returns the struct, a getter for its header fields,
+    their expected values, and the indexes of the data fields. A message that differs is walked instead."""
+    one = f"HH HH HH{addr}s HH{addr}s HH HHB3x HHH2x HHH2x"
+    st = struct.Struct(">" + one + " " + one)
+    ip_len = 4 + 2 * (4 + addr)
+    tuple_len = 4 + ip_len + 28
+    src_kind, dst_kind = (CTA_IP_V4_SRC, CTA_IP_V4_DST) if addr == 4 else (CTA_IP_V6_SRC, CTA_IP_V6_DST)
+    fixed: list[int] = []
+    for outer in (CTA_TUPLE_ORIG, CTA_TUPLE_REPLY):
+        for length, kind in ((tuple_len, NLA_F_NESTED | outer), (ip_len, NLA_F_NESTED | CTA_TUPLE_IP),
+                             (4 + addr, src_kind), (4 + addr, dst_kind), (28, NLA_F_NESTED | CTA_TUPLE_PROTO),
+                             (5, CTA_PROTO_NUM), (6, CTA_PROTO_SRC_PORT), (6, CTA_PROTO_DST_PORT)):
+            # attribute headers are host-endian; the struct reads big-endian: compare with the swapped value
+            fixed += struct.unpack(">HH", struct.pack("=HH", length, kind))
+    # per tuple 21 fields: 2 outer, 2 ip, 2+1 src, 2+1 dst, 2 proto, 2+1 num, 2+1 sport, 2+1 dport
+    data = (6, 9, 14, 17, 20)  # src, dst, num, sport, dport within one tuple
+    header_idx = [i for i in range(42) if i % 21 not in data]
+    return st, itemgetter(*header_idx), tuple(fixed), data
+
+
+_FAST = {4: _layout(4), 16: _layout(16)}
 
 
 def _attr(nla_type: int, payload: bytes) -> bytes:
@@ -132,6 +151,14 @@ def parse_entries(buf: memoryview, size: int) -> Iterator[Entry | int]:
             if err:
                 raise DumpError(f"kernel refused the conntrack dump: {os.strerror(err)}", err)
         elif kind >> 8 == NFNL_SUBSYS_CTNETLINK:
+            fast = _FAST[16 if buf[off + 16] == socket.AF_INET6 else 4]
+            if length >= 20 + fast[0].size:
+                t = fast[0].unpack_from(buf, off + 20)
+                if fast[1](t) == fast[2]:
+                    # orig: src 6, dst 9, num 14, sport 17, dport 20; reply: the same + 21
+                    yield (t[14], t[6], t[9], t[17], t[20], t[27], t[38])
+                    off += (length + 3) & ~3
+                    continue
             pos, end = off + 20, off + length  # nlmsghdr (16) + nfgenmsg (4)
             orig = reply = None
             while pos + 4 <= end:
@@ -146,7 +173,7 @@ def parse_entries(buf: memoryview, size: int) -> Iterator[Entry | int]:
                     break  # the kernel writes ORIG then REPLY first: the rest is not needed
                 pos += (ln + 3) & ~3
             if orig is not None and reply is not None:
-                yield Entry(orig[2], orig[0], orig[1], orig[3], orig[4], reply[0], reply[3])
+                yield (orig[2], orig[0], orig[1], orig[3], orig[4], reply[0], reply[3])
         off += (length + 3) & ~3
 
 
@@ -173,7 +200,7 @@ def dump(family: int, protocol: int, deadline: float, *, kernel_filter: bool = T
             for item in parse_entries(view, size):
                 if isinstance(item, int):
                     return
-                if item.protocol == protocol:
+                if item[PROTO] == protocol:
                     yield item
     finally:
         sock.close()
