@@ -20,6 +20,7 @@ from agent.collect import (
     ipvs,
     kubelet_log,
     kubeproxy_http,
+    kubeproxy_log,
     links,
     nftables,
     process,
@@ -50,6 +51,7 @@ COLLECTORS: tuple[Collector, ...] = (
     Collector("ipvs", ipvs.collect),
     Collector("cni", cni.collect),
     Collector("kubelet_log", kubelet_log.collect),
+    Collector("kube_proxy_log", kubeproxy_log.KubeProxyLogReader()),
     Collector("cluster", cluster.collect),
     # a million entries take seconds to stream (bench/bench_conntrack.py)
     Collector("conntrack_flows", conntrack_flows.collect, timeout_s=60.0),
