@@ -21,7 +21,6 @@ from agent.model.cluster import ClusterState, SliceSpec
 from agent.model.conntrack_table import FlowGroup
 
 MAX_LISTED = 5
-IDS = {"stale": "conntrack.stale_flows", "blackholed": "conntrack.blackholed_flows"}
 
 
 @dataclass
@@ -105,6 +104,9 @@ def check(snap: Snapshot) -> Iterator[Finding]:
         if cmd not in acc.commands and len(acc.commands) < MAX_LISTED:
             acc.commands.append(cmd)
     for (kind, service, family), acc in sorted(stale.items()):
-        yield finding(IDS[kind], service, service=service, evidence={
-            "entries": acc.entries, "ip_family": family, "reply_sources": sorted(acc.reply_sources)[:MAX_LISTED],
-            "examples": acc.examples, "command": acc.commands[0], "commands": acc.commands})
+        ev = {"entries": acc.entries, "ip_family": family, "reply_sources": sorted(acc.reply_sources)[:MAX_LISTED],
+              "examples": acc.examples, "command": acc.commands[0], "commands": acc.commands}
+        if kind == "stale":
+            yield finding("conntrack.stale_flows", service, service=service, evidence=ev)
+        else:
+            yield finding("conntrack.blackholed_flows", service, service=service, evidence=ev)
