@@ -15,7 +15,14 @@ from prometheus_client.registry import Collector
 
 from agent import __version__
 from agent.catalogue import load
-from agent.report import metrics_bridge, metrics_iptables, metrics_ipvs, metrics_nftables, metrics_rules
+from agent.report import (
+    metrics_bridge,
+    metrics_iptables,
+    metrics_ipvs,
+    metrics_kube_proxy_signals,
+    metrics_nftables,
+    metrics_rules,
+)
 from agent.runner import Report
 
 MAX_SERIES_PER_ID = 100
@@ -82,7 +89,8 @@ def node_families(report: Report) -> Iterator[Metric]:
 FAMILIES: tuple[Callable[[Report], Iterator[Metric]], ...] = (finding_families, source_families, node_families,
                                                              metrics_bridge.families, metrics_iptables.families,
                                                              metrics_nftables.families, metrics_ipvs.families,
-                                                             metrics_rules.families)
+                                                             metrics_rules.families,
+                                                             metrics_kube_proxy_signals.families)
 
 
 class ReportCollector(Collector):
