@@ -106,7 +106,7 @@ def _tuple(buf: memoryview, pos: int, end: int) -> tuple[bytes, bytes, int, int,
         if length < 4:
             break
         kind &= NLA_TYPE_MASK
-        inner, inner_end = pos + 4, pos + length
+        inner, inner_end = pos + 4, min(pos + length, end)
         if kind == CTA_TUPLE_IP:
             while inner + 4 <= inner_end:
                 ln, k = _NLA.unpack_from(buf, inner)
@@ -137,7 +137,14 @@ def _tuple(buf: memoryview, pos: int, end: int) -> tuple[bytes, bytes, int, int,
 
 def parse_entries(buf: memoryview, size: int) -> Iterator[Entry | int]:
     """The entries in one received batch; yields NLMSG_DONE (an int) when the dump is over.
-    Raises DumpError on NLMSG_ERROR."""
+    Raises DumpError on NLMSG_ERROR or a message that does not parse."""
+    try:
+        yield from _parse_entries(buf, size)
+    except (struct.error, IndexError) as exc:
+        raise DumpError(f"malformed conntrack message: {exc}") from exc
+
+
+def _parse_entries(buf: memoryview, size: int) -> Iterator[Entry | int]:
     off = 0
     while off + 16 <= size:
         length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(buf, off)
@@ -167,9 +174,9 @@ def parse_entries(buf: memoryview, size: int) -> Iterator[Entry | int]:
                     break
                 k &= NLA_TYPE_MASK
                 if k == CTA_TUPLE_ORIG:
-                    orig = _tuple(buf, pos + 4, pos + ln)
+                    orig = _tuple(buf, pos + 4, min(pos + ln, end))
                 elif k == CTA_TUPLE_REPLY:
-                    reply = _tuple(buf, pos + 4, pos + ln)
+                    reply = _tuple(buf, pos + 4, min(pos + ln, end))
                     break  # the kernel writes ORIG then REPLY first: the rest is not needed
                 pos += (ln + 3) & ~3
             if orig is not None and reply is not None:
