@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from agent.collect.base import Absent, CollectContext, CollectError, run_command
+from agent.collect.base import Absent, CollectContext, CollectError
 from agent.model.kube_proxy_signals import KubeProxyLog, LogCause
 
 POD_LOGS = "/var/log/pods"
@@ -35,6 +36,7 @@ FIRST_WINDOW_S = 600.0
 MAX_PARTIAL = 64 << 10  # a CRI partial ("P") line is joined with its continuation up to this size
 MAX_MESSAGE = 300  # characters of a message kept as evidence
 JOURNAL_LINES = 5000
+JOURNAL_DIRS = ("/var/log/journal", "/run/log/journal")
 DETAIL_LOOKAHEAD = 5  # klog prints a multi-line err=< ... > value on the lines after the message
 
 # (cause, pattern): the first that matches names the line's cause; specific causes before generic ones.
@@ -225,18 +227,16 @@ class KubeProxyLogReader:
         return out
 
     def _read_journal(self, ctx: CollectContext) -> KubeProxyLog:
+        dirs = [ctx.cfg.host(d) for d in JOURNAL_DIRS if _has_journal_files(ctx.cfg.host(d))]
+        if not dirs:
+            raise Absent(f"no kube-proxy pod log under {POD_LOGS} and no journal files")
         argv = ["journalctl", "--unit", UNIT, "--no-pager", "--output", "cat", "--show-cursor", "--quiet",
                 "--lines", str(JOURNAL_LINES)]
         if ctx.cfg.root != Path("/"):
-            for d in ("/var/log/journal", "/run/log/journal"):
-                if ctx.cfg.host(d).is_dir():
-                    argv += ["--directory", str(ctx.cfg.host(d))]
-                    break
-            else:
-                raise Absent(f"no kube-proxy pod log under {POD_LOGS} and no journal under the host root")
+            argv += ["--directory", str(dirs[0])]
         first = self._cursor is None
         argv += ["--since", f"-{int(self.first_window_s)}s"] if first else [f"--after-cursor={self._cursor}"]
-        text = run_command(argv, ctx.deadline_s)
+        text = _journalctl(argv, ctx.deadline_s)
         lines = text.splitlines()
         cursor = None
         if lines and lines[-1].startswith("-- cursor: "):
@@ -250,3 +250,30 @@ class KubeProxyLogReader:
         return KubeProxyLog(origin=f"journald unit {UNIT}", first_read=first,
                             window_s=self.first_window_s if first else None, bytes_read=len(text),
                             lines_read=matcher.lines, causes=sorted(matcher.causes.values(), key=lambda c: c.cause))
+
+
+def _has_journal_files(d: Path) -> bool:
+    """Journal files sit in <dir>/<machine-id>/*.journal: a short, bounded look."""
+    try:
+        return any(f.suffix in (".journal", ".journal~") for sub in d.iterdir() if sub.is_dir()
+                   for f in sub.iterdir())
+    except OSError:
+        return False
+
+
+def _journalctl(argv: list[str], timeout_s: float) -> str:
+    """journalctl's output. With --show-cursor it exits 1, silently, when no entry matched: that is an
+    empty answer, not a failure."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, check=False,
+                              stdin=subprocess.DEVNULL, env={**os.environ, "LC_ALL": "C"})
+    except FileNotFoundError as exc:
+        raise Absent("journalctl is not installed") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise CollectError(f"journalctl did not finish within {timeout_s:.0f}s (killed)") from exc
+    if proc.returncode == 1 and not proc.stdout.strip() and not proc.stderr.strip():
+        return ""
+    if proc.returncode != 0:
+        first = (proc.stderr.strip().splitlines() or ["no message"])[0]
+        raise CollectError(f"journalctl exited {proc.returncode}: {first}")
+    return proc.stdout

@@ -183,6 +183,7 @@ def test_journald_through_a_stand_in_journalctl(tmp_path: Path, monkeypatch: pyt
     reader = KubeProxyLogReader()
     cfg = Config(root=Path("/"), proc=tmp_path)
     monkeypatch.setattr("agent.collect.kubeproxy_log._log_files", lambda root: [])
+    monkeypatch.setattr("agent.collect.kubeproxy_log._has_journal_files", lambda d: True)
     first = reader(CollectContext(cfg, 5))
     assert first.origin == "journald unit kube-proxy" and causes(first) == {}
     second = reader(CollectContext(cfg, 5))
@@ -191,10 +192,23 @@ def test_journald_through_a_stand_in_journalctl(tmp_path: Path, monkeypatch: pyt
     assert "--since -600s" in calls[0] and "--after-cursor=s=1" in calls[1]
 
 
-def test_no_pod_log_and_no_journal_is_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_pod_log_and_no_journal_is_absent(tmp_path: Path) -> None:
     cfg = Config(root=tmp_path, proc=tmp_path / "proc")
-    with pytest.raises(Absent):
+    with pytest.raises(Absent, match="no journal files"):
         KubeProxyLogReader()(CollectContext(cfg, 5))
+
+
+def test_a_journal_without_kube_proxy_entries_is_absent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stands in for journald's exit: `journalctl --show-cursor` exits 1 silently when nothing matched."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "journalctl").write_text("#!/bin/sh\nexit 1\n")
+    (bindir / "journalctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    (tmp_path / "var/log/journal/0123abcd").mkdir(parents=True)
+    (tmp_path / "var/log/journal/0123abcd/system.journal").write_bytes(b"LPKSHHRH")
+    with pytest.raises(Absent, match="no recent journal entries"):
+        KubeProxyLogReader()(CollectContext(Config(root=tmp_path, proc=tmp_path / "proc"), 5))
 
 
 @settings(max_examples=300, deadline=None)
