@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from agent.collect.kubeproxy_metrics import EXPECTED
 from agent.runner import Report
 
 P = "kubeproxy_sync_proxy_rules_"
@@ -35,6 +36,12 @@ def families(report: Report) -> Iterator[Metric]:
             if value is not None:
                 pending.add_metric([kind], value)
         yield pending
+        exported = GaugeMetricFamily("svcdoctor_kube_proxy_metric_exported",
+                                     "1 if kube-proxy exports the metric svcdoctor reads, 0 if this kube-proxy "
+                                     "(its version, its mode) has no such series.", labels=["metric"])
+        for name in EXPECTED:
+            exported.add_metric([name], 0 if name in sig.not_found else 1)
+        yield exported
         no_local = GaugeMetricFamily("svcdoctor_kube_proxy_no_local_endpoints",
                                      "Services with a Local traffic policy and no endpoint on this node, as "
                                      "kube-proxy counts them.", labels=["traffic_policy", "ip_family"])

@@ -43,6 +43,10 @@ def test_rising_failure_counter_is_a_finding_and_a_metric(node: Node, version: s
     samples = {(s.labels["kind"], s.labels["ip_family"]): s.value
                for s in fams["svcdoctor_kube_proxy_sync_failures"].samples if s.name.endswith("_total")}
     assert samples[(kind, family)] >= 2
+    exported = {s.labels["metric"]: s.value for s in fams["svcdoctor_kube_proxy_metric_exported"].samples}
+    other = "nftables_sync_failures_total" if mode == "iptables" else "iptables_restore_failures_total"
+    assert exported[f"kubeproxy_sync_proxy_rules_{kind}_failures_total"] == 1
+    assert exported[f"kubeproxy_sync_proxy_rules_{other}"] == 0  # not exported in this mode: said, not zero
 
 
 def test_steady_kube_proxy_gives_no_signal_finding(node: Node) -> None:
