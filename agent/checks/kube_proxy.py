@@ -34,12 +34,26 @@ def check(snap: Snapshot) -> Iterator[Finding]:
             "url": http.healthz_url, "status": http.healthz_status,
             "answer": f"answered {http.healthz_status}" if http.healthz_status else "did not answer",
             "detail": detail, "body": http.healthz_body})
-    last, queued = http.metrics.get(LAST_SYNC), http.metrics.get(LAST_QUEUED)
-    if last is None or queued is None:
-        return
-    period = kube_proxy_settings(proc).sync_period_s
-    age = snap.taken_at - last
-    if queued > last and age > 2 * float(period.value):
-        yield finding("kube_proxy.sync_stale", snap.node, evidence={
-            "age_seconds": age, "sync_period_seconds": float(period.value), "sync_period_source": period.source,
-            LAST_SYNC: last, LAST_QUEUED: queued})
+    period = float(kube_proxy_settings(proc).sync_period_s.value)
+    source = kube_proxy_settings(proc).sync_period_s.source
+    signals = http.signals
+    # per IP family when kube-proxy labels its timestamps (v1.33+), else the one pair it exports
+    pairs = ([(st.ip_family, st.last_sync, st.last_queued) for st in signals.sync] if signals and signals.sync
+             else [("", http.metrics.get(LAST_SYNC), http.metrics.get(LAST_QUEUED))])
+    for family, last, queued in pairs:
+        if last is None or queued is None:
+            continue
+        age = snap.taken_at - last
+        if queued > last and age > 2 * period:
+            evidence = {"age_seconds": age, "sync_period_seconds": period, "sync_period_source": source,
+                        LAST_SYNC: last, LAST_QUEUED: queued}
+            if family:
+                evidence["ip_family"] = family
+            if signals is not None:  # changes kube-proxy has queued but not synced, and since when
+                for kind in ("endpoint", "service"):
+                    pending = getattr(signals, f"{kind}_changes_pending")
+                    since = getattr(signals, f"{kind}_changes_pending_since")
+                    if pending:
+                        evidence[f"{kind}_changes_pending"] = pending
+                        evidence[f"{kind}_changes_pending_for_seconds"] = signals.read_at - (since or signals.read_at)
+            yield finding("kube_proxy.sync_stale", snap.node, evidence=evidence)

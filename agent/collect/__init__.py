@@ -15,10 +15,12 @@ from agent.collect import (
     cluster,
     cni,
     conntrack,
+    conntrack_flows,
     iptables,
     ipvs,
     kubelet_log,
     kubeproxy_http,
+    kubeproxy_log,
     links,
     nftables,
     probes,
@@ -48,8 +50,8 @@ class Collector:
 COLLECTORS: tuple[Collector, ...] = (
     Collector("kube_proxy", process.collect_kube_proxy, phase=1),
     Collector("kubelet", process.collect_kubelet, phase=1),
-    Collector("kube_proxy_http", kubeproxy_http.collect, timeout_s=10.0),
-    Collector("conntrack", conntrack.collect),
+    Collector("kube_proxy_http", kubeproxy_http.KubeProxyHTTPReader(), timeout_s=10.0),
+    Collector("conntrack", conntrack.ConntrackReader()),
     Collector("sysctl", sysctl.collect),
     Collector("links", links.collect),
     # a save of 170k rules takes seconds; reads are paced and skipped when nothing changed, see iptables.py
@@ -59,7 +61,11 @@ COLLECTORS: tuple[Collector, ...] = (
     Collector("ipvs", ipvs.collect),
     Collector("cni", cni.collect),
     Collector("kubelet_log", kubelet_log.collect),
+    Collector("kube_proxy_log", kubeproxy_log.KubeProxyLogReader()),
     Collector("cluster", cluster.collect),
     # serve's own traffic (off with --no-probes, never in `check`): bounded by probes.Limits
     Collector("probes", probes.collect, timeout_s=30.0),
+    # a million entries take ~7 s of a core to stream (bench/bench_conntrack.py): paced to ~5% of a core;
+    # the check skips Services that changed after the read it judges
+    Collector("conntrack_flows", Paced(conntrack_flows.collect), timeout_s=120.0),
 )

@@ -8,12 +8,14 @@ connection is an answer (kube-proxy is not serving), recorded in the data, not a
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.collect.base import CollectContext
+from agent.collect.kubeproxy_metrics import MetricsReader
 from agent.collect.local_addrs import local_opener, refusal
 from agent.model import KubeProxyHTTP
 from agent.settings import kube_proxy_settings, local_url
@@ -42,7 +44,7 @@ def _describe(exc: Exception) -> str:
     return str(reason) or type(exc).__name__
 
 
-def collect(ctx: CollectContext) -> KubeProxyHTTP:
+def collect(ctx: CollectContext, signals: MetricsReader | None = None) -> KubeProxyHTTP:
     settings = kube_proxy_settings(ctx.kube_proxy)
     per_request = max(0.5, min(3.0, ctx.deadline_s / 4))
     out = KubeProxyHTTP(healthz_url=local_url(str(settings.healthz_address.value), 10256, "/healthz"))
@@ -73,8 +75,21 @@ def collect(ctx: CollectContext) -> KubeProxyHTTP:
                         out.metrics[sample.name] = float(sample.value)
                     elif sample.name == "kubernetes_build_info":
                         out.version = sample.labels.get("git_version") or out.version
+            if signals is not None:
+                out.signals = signals.read(body, time.time())
     except (OSError, urllib.error.URLError) as exc:
         out.metrics_error = _describe(exc)
     except ValueError as exc:  # the text parser's complaint about a malformed exposition
         out.metrics_error = f"unparseable metrics: {exc}"
     return out
+
+
+class KubeProxyHTTPReader:
+    """`collect` with a memory: kube-proxy's failure counters are compared with this reader's previous
+    read (agent/collect/kubeproxy_metrics.py), so the snapshot says how much they rose."""
+
+    def __init__(self) -> None:
+        self.signals = MetricsReader()
+
+    def __call__(self, ctx: CollectContext) -> KubeProxyHTTP:
+        return collect(ctx, self.signals)

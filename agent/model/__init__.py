@@ -12,8 +12,10 @@ from typing import Any, Generic, Literal, TypeVar
 
 from agent.model.cluster import ClusterState
 from agent.model.cni import CniState
+from agent.model.conntrack_table import ConntrackFlows, ConntrackStats
 from agent.model.iptables import IptablesState
 from agent.model.ipvs import IpvsState
+from agent.model.kube_proxy_signals import KubeProxyLog, KubeProxyMetrics
 from agent.model.kubelet_log import KubeletLog
 from agent.model.links import Bridge, BridgePort, Links
 from agent.model.nftables import NftablesState
@@ -80,6 +82,7 @@ class KubeProxyHTTP:
     metrics: dict[str, float] = field(default_factory=dict)  # the few series the checks use
     version: str | None = None  # kubernetes_build_info{git_version}
     metrics_error: str | None = None
+    signals: KubeProxyMetrics | None = None  # failure counters and their rises (agent/collect/kubeproxy_metrics.py)
 
 
 @dataclass
@@ -91,6 +94,8 @@ class ConntrackInfo:
     kube_proxy_binary: str | None = None  # path inside kube-proxy's filesystem, if any
     kube_proxy_binary_searched: list[str] = field(default_factory=list)
     kube_proxy_binary_unknown: str | None = None  # why kube-proxy's filesystem could not be searched
+    stats: ConntrackStats | None = None  # /proc/net/stat/nf_conntrack: drops, insert failures (rates)
+    stats_error: str | None = None  # why that file could not be read
 
 
 @dataclass
@@ -130,6 +135,10 @@ class Snapshot:
     settings: CheckSettings = field(default_factory=CheckSettings)
     schema_version: int = SNAPSHOT_SCHEMA  # older snapshots, written before it existed, are version 1
     probes: Source[ProbeSet] = field(default_factory=lambda: Source("probes", ok=True, absent=True))
+    # kube-proxy's log and the conntrack flows toward Services (issue 19)
+    kube_proxy_log: Source[KubeProxyLog] = field(default_factory=lambda: Source("kube_proxy_log", ok=True, absent=True))
+    conntrack_flows: Source[ConntrackFlows] = field(
+        default_factory=lambda: Source("conntrack_flows", ok=True, absent=True))
 
     def sources(self) -> list[Source[Any]]:
         return [v for v in vars(self).values() if isinstance(v, Source)]

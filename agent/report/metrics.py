@@ -20,6 +20,7 @@ from agent.report import (
     metrics_bridge,
     metrics_iptables,
     metrics_ipvs,
+    metrics_kube_proxy_signals,
     metrics_nftables,
     metrics_probes,
     metrics_rules,
@@ -89,7 +90,8 @@ def node_families(report: Report) -> Iterator[Metric]:
 FAMILIES: tuple[Callable[[Report], Iterator[Metric]], ...] = (finding_families, source_families, node_families,
                                                              metrics_bridge.families, metrics_iptables.families,
                                                              metrics_nftables.families, metrics_ipvs.families,
-                                                             metrics_rules.families, metrics_probes.families)
+                                                             metrics_rules.families, metrics_probes.families,
+                                                             metrics_kube_proxy_signals.families)
 
 
 class ReportCollector(Collector):

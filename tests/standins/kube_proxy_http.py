@@ -6,6 +6,12 @@
 `--configz FILE` (a KubeProxyConfiguration YAML) also /configz on the metrics port, as kube-proxy
 serves it: its internal config type, which has no JSON tags, so Go field names ("Mode", "IPTables").
 Run inside the test node's netns; prints "ready" once both ports listen.
+
+The failure signals follow kube-proxy's versions (pkg/proxy/metrics/metrics.go): before v1.33 no labels
+(no_local_endpoints_total has traffic_policy), from v1.33 an `ip_family` label on each ("IPv4"/"IPv6",
+both with --dual-stack); iptables restore counters in iptables mode (partial ones from v1.27), nftables
+sync failures in nftables mode. `--failures-per-scrape N` makes the mode's failure counter rise by N on
+every /metrics request, as a kube-proxy whose syncs keep failing.
 """
 
 from __future__ import annotations
@@ -42,6 +48,61 @@ def configz_body(path: str) -> str:
     import yaml
 
     return json.dumps({"kubeproxy.config.k8s.io": go_named(yaml.safe_load(open(path).read()))})
+def _version(text: str) -> tuple[int, int]:
+    major, minor = text.lstrip("v").split(".")[:2]
+    return int(major), int(minor)
+
+
+PROGRAMMING_BUCKETS = [0.25, 0.5, *range(1, 60), *range(60, 120, 5), *range(120, 301, 30)]
+
+
+def signal_lines(a: argparse.Namespace, scrape: int, last: float, queued: float) -> list[str]:
+    """kube-proxy's sync and failure series as the version in `a.version` writes them."""
+    labelled = _version(a.version) >= (1, 33)
+    families = ["IPv4", "IPv6"] if a.dual_stack else ["IPv4"]
+    sets = [f'ip_family="{f}"' for f in families] if labelled else [""]
+    out: list[str] = []
+
+    def family(name: str, kind: str, help_: str, value: float, extra: str = "") -> None:
+        out.append(f"# HELP {name} [ALPHA] {help_}")
+        out.append(f"# TYPE {name} {kind}")
+        for s in sets:
+            labels = ",".join(x for x in (s, extra) if x)
+            out.append(f"{name}{{{labels}}} {value:.9e}" if labels else f"{name} {value:.9e}")
+
+    p = "kubeproxy_sync_proxy_rules_"
+    family(p + "last_queued_timestamp_seconds", "gauge", "The last time a sync of proxy rules was queued", queued)
+    family(p + "last_timestamp_seconds", "gauge", "The last time proxy rules were successfully synced", last)
+    failed = a.failures_per_scrape * scrape
+    if a.mode == "nftables":
+        family(p + "nftables_sync_failures_total", "counter", "Cumulative proxy nftables sync failures", failed)
+    else:
+        family(p + "iptables_restore_failures_total", "counter", "Cumulative proxy iptables restore failures", failed)
+        if _version(a.version) >= (1, 27):
+            family(p + "iptables_partial_restore_failures_total", "counter",
+                   "Cumulative proxy iptables partial restore failures", a.partial_failures_per_scrape * scrape)
+    out += [f"# HELP {p}endpoint_changes_pending [ALPHA] Pending proxy rules Endpoint changes",
+            f"# TYPE {p}endpoint_changes_pending gauge", f"{p}endpoint_changes_pending {a.pending}",
+            f"# HELP {p}service_changes_pending [ALPHA] Pending proxy rules Service changes",
+            f"# TYPE {p}service_changes_pending gauge", f"{p}service_changes_pending 0"]
+    out.append(f"# HELP {p}no_local_endpoints_total [ALPHA] Number of services with a Local traffic policy and "
+               "no endpoints")
+    out.append(f"# TYPE {p}no_local_endpoints_total gauge")
+    for s in sets:
+        for policy, n in (("external", 0), ("internal", a.no_local_internal)):
+            labels = ",".join(x for x in (s, f'traffic_policy="{policy}"') if x)
+            out.append(f"{p}no_local_endpoints_total{{{labels}}} {n}")
+    name = "kubeproxy_network_programming_duration_seconds"
+    out += [f"# HELP {name} [ALPHA] In Cluster Network Programming Latency in seconds", f"# TYPE {name} histogram"]
+    n = 10 * scrape
+    for s in sets:
+        prefix = s + "," if s else ""
+        for le in PROGRAMMING_BUCKETS:
+            out.append(f'{name}_bucket{{{prefix}le="{le:g}"}} {n if a.programming_seconds <= le else 0}')
+        out.append(f'{name}_bucket{{{prefix}le="+Inf"}} {n}')
+        out.append(f"{name}_sum{{{s}}} {n * a.programming_seconds}" if s else f"{name}_sum {n * a.programming_seconds}")
+        out.append(f"{name}_count{{{s}}} {n}" if s else f"{name}_count {n}")
+    return out
 
 
 def main() -> None:
@@ -54,7 +115,15 @@ def main() -> None:
     p.add_argument("--last-sync-age", type=float, default=5.0, help="seconds since the last successful sync")
     p.add_argument("--queued-age", type=float, default=None, help="seconds since a change was queued")
     p.add_argument("--configz", default=None, help="serve this KubeProxyConfiguration YAML on /configz")
+    p.add_argument("--failures-per-scrape", type=int, default=0)
+    p.add_argument("--partial-failures-per-scrape", type=int, default=0)
+    p.add_argument("--dual-stack", action="store_true")
+    p.add_argument("--pending", type=int, default=0, help="endpoint changes pending")
+    p.add_argument("--no-local-internal", type=int, default=0)
+    p.add_argument("--programming-seconds", type=float, default=0.5,
+                   help="each scrape adds 10 observations of this network programming latency")
     a = p.parse_args()
+    scrapes = [0]
     started = time.time()
 
     class Handler(BaseHTTPRequestHandler):
@@ -84,7 +153,9 @@ def main() -> None:
                 self._send(200, a.mode, "text/plain; charset=utf-8")
             elif self.path == "/metrics" and port == metrics_port:
                 queued = now - a.queued_age if a.queued_age is not None else last - 1
-                lines = [
+                scrapes[0] += 1
+                lines = signal_lines(a, scrapes[0], last, queued)
+                lines += [
                     "# HELP kubernetes_build_info [ALPHA] A metric with a constant '1' value labeled by major, "
                     "minor, git version, git commit, git tree state, build date, Go version, and compiler from "
                     "which Kubernetes was built, and platform on which it is running.",
@@ -92,14 +163,6 @@ def main() -> None:
                     f'kubernetes_build_info{{build_date="2024-10-22T20:28:14Z",compiler="gc",git_commit="5864a46",'
                     f'git_tree_state="clean",git_version="{a.version}",go_version="go1.22.8",major="1",'
                     f'minor="31",platform="linux/amd64"}} 1',
-                    "# HELP kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds [ALPHA] The last time a sync "
-                    "of proxy rules was queued",
-                    "# TYPE kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds gauge",
-                    f"kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds {queued:.9e}",
-                    "# HELP kubeproxy_sync_proxy_rules_last_timestamp_seconds [ALPHA] The last time proxy rules "
-                    "were successfully synced",
-                    "# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge",
-                    f"kubeproxy_sync_proxy_rules_last_timestamp_seconds {last:.9e}",
                 ]
                 self._send(200, "\n".join(lines) + "\n", "text/plain; version=0.0.4; charset=utf-8")
             else:
