@@ -68,10 +68,11 @@ def load_strict(tp: Any, value: Any, where: str, may_omit: frozenset[type] = fro
     """Rebuild a value of type `tp` from what `to_jsonable` produced, checking it on the way: every value
     must have its hinted type and every field must be present.
 
-    Only the defaulted fields of the classes in `may_omit` may be left out (areas added to the snapshot
-    later default to "not collected", which is true of an older snapshot). Anything else missing would
-    silently become a default that means something (a Source with no `ok` reads as failed), so it is an
-    error, as is a wrong type: a replayed snapshot must say what was collected, or be refused.
+    Only fields whose default is None ("not known") and the defaulted fields of the classes in
+    `may_omit` may be left out (areas added to the snapshot later default to "not collected", which is
+    true of an older snapshot). Anything else missing would silently become a default that means
+    something (a Source with no `ok` reads as failed), so it is an error, as is a wrong type: a replayed
+    snapshot must say what was collected, or be refused.
     """
     if tp is Any:
         return value
@@ -119,8 +120,8 @@ def load_strict(tp: Any, value: Any, where: str, may_omit: frozenset[type] = fro
                 continue
             if f.name not in value:
                 defaulted = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-                if cls in may_omit and defaulted:
-                    continue
+                if (cls in may_omit and defaulted) or (f.default is None and f.default_factory is dataclasses.MISSING):
+                    continue  # a later addition that says "not known" when absent: true of an older snapshot
                 raise SchemaError(f"{where}.{f.name}: missing")
             kwargs[f.name] = load_strict(_substitute(hints[f.name], mapping), value[f.name], f"{where}.{f.name}",
                                          may_omit)

@@ -16,7 +16,15 @@ from __future__ import annotations
 import math
 import re
 
-from agent.model.kube_proxy_signals import (
+from agent.model.kube_proxy_signals import (  # the metric names are the model's: reporters name them too
+    ENDPOINTS_PENDING,
+    EXPECTED,
+    FAILURES,
+    LAST_QUEUED,
+    LAST_SYNC,
+    NO_LOCAL,
+    PROGRAMMING,
+    SERVICES_PENDING,
     FailureCounter,
     KubeProxyMetrics,
     NoLocalEndpoints,
@@ -24,16 +32,6 @@ from agent.model.kube_proxy_signals import (
     SyncTimes,
 )
 
-P = "kubeproxy_sync_proxy_rules_"
-LAST_SYNC = P + "last_timestamp_seconds"
-LAST_QUEUED = P + "last_queued_timestamp_seconds"
-FAILURES = (P + "iptables_restore_failures_total", P + "iptables_partial_restore_failures_total",
-            P + "nftables_sync_failures_total")
-ENDPOINTS_PENDING = P + "endpoint_changes_pending"
-SERVICES_PENDING = P + "service_changes_pending"
-NO_LOCAL = P + "no_local_endpoints_total"
-PROGRAMMING = "kubeproxy_network_programming_duration_seconds"
-EXPECTED = (LAST_SYNC, LAST_QUEUED, *FAILURES, ENDPOINTS_PENDING, SERVICES_PENDING, NO_LOCAL, PROGRAMMING)
 WANTED = frozenset({*EXPECTED[:-1], PROGRAMMING + "_bucket", PROGRAMMING + "_count"})
 
 MAX_LINES = 500_000  # kube-proxy exports a few thousand lines; more is not a kube-proxy

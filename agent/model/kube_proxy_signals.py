@@ -8,6 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# kube-proxy's metric names svcdoctor reads (pkg/proxy/metrics/metrics.go)
+P = "kubeproxy_sync_proxy_rules_"
+LAST_SYNC = P + "last_timestamp_seconds"
+LAST_QUEUED = P + "last_queued_timestamp_seconds"
+FAILURES = (P + "iptables_restore_failures_total", P + "iptables_partial_restore_failures_total",
+            P + "nftables_sync_failures_total")
+ENDPOINTS_PENDING = P + "endpoint_changes_pending"
+SERVICES_PENDING = P + "service_changes_pending"
+NO_LOCAL = P + "no_local_endpoints_total"
+PROGRAMMING = "kubeproxy_network_programming_duration_seconds"
+EXPECTED = (LAST_SYNC, LAST_QUEUED, *FAILURES, ENDPOINTS_PENDING, SERVICES_PENDING, NO_LOCAL, PROGRAMMING)
 
 @dataclass
 class SyncTimes:

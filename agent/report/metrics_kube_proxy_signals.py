@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from agent.collect.kubeproxy_metrics import EXPECTED
-from agent.runner import Report
+from agent.model.kube_proxy_signals import EXPECTED
+from agent.model.report import Report
 
 P = "kubeproxy_sync_proxy_rules_"
 FAILURE_KINDS = {P + "iptables_restore_failures_total": "iptables_restore",
