@@ -50,7 +50,7 @@ class Runner:
                  checks: tuple[CheckFunc, ...] = CHECKS, cluster: ClusterProvider | None = None) -> None:
         self.cfg = cfg
         self.cluster = cluster
-        self.collectors = collectors
+        self.collectors = tuple(c.for_runner() for c in collectors)  # this runner's own readers
         self.checks = checks
         self._hung: dict[str, _Call] = {}
 

@@ -14,8 +14,9 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-from agent.collect.base import Absent, CollectContext, CollectError, read_text, run_command
+from agent.collect.base import Absent, CollectContext, CollectError, read_text
 from agent.collect.nftables import kernel_module_present
+from agent.collect.subproc import run_command
 from agent.model.ipvs import INTERFACE, IpvsState, RealServer, VirtualServer
 
 PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", 132: "sctp"}
