@@ -33,6 +33,12 @@ class CollectContext:
     kubelet: ProcessInfo | None = None
     cluster: Any = None  # a ClusterProvider (agent/collect/cluster.py) when cluster state is configured
 
+    def budget_s(self) -> float:
+        """What the collector's own work may take: a little under the runner's deadline, so that its
+        children are killed and it returns (with its reason) before the runner stops waiting for it
+        (a one-shot `check` exits then, and its daemon threads would never kill their children)."""
+        return max(self.deadline_s - min(1.0, 0.1 * self.deadline_s), 0.5)
+
 
 def read_text(path: Path) -> str | None:
     """A small file's text, or None when it does not exist. Other errors (permission) propagate."""

@@ -170,7 +170,7 @@ class Nft:
     """`nft -j` under the collector's deadline."""
 
     def __init__(self, ctx: CollectContext) -> None:
-        self.budget = max(ctx.deadline_s, 1.0)
+        self.budget = ctx.budget_s()
         self.deadline = time.monotonic() + self.budget
         self.fallback: str | None = None
 
