@@ -183,18 +183,8 @@ class Nft:
     def json(self, args: list[str]) -> list[dict[str, Any]]:
         """The `nftables` items nft prints for `nft -j ARGS`. Nothing, or anything but nft's JSON
         document, is a failed read (CollectError), never an empty answer."""
-        command = f"`nft -j {' '.join(args)}`"
-        out = run_command(["nft", "-j", *args], self.left(), max_stdout=JSON_CAP)
-        if not out.strip():
-            raise CollectError(f"{command} printed nothing")
-        try:
-            doc = json.loads(out)
-        except (ValueError, RecursionError) as exc:
-            raise CollectError(f"{command} printed what does not parse as JSON ({type(exc).__name__})") from exc
-        items = doc.get("nftables") if isinstance(doc, dict) else None
-        if not isinstance(items, list) or not all(isinstance(o, dict) and len(o) == 1 for o in items):
-            raise CollectError(f"{command} printed JSON that is not nft's ruleset document")
-        return items
+        return json_items(f"`nft -j {' '.join(args)}`",
+                          run_command(["nft", "-j", *args], self.left(), max_stdout=JSON_CAP))
 
 
 def kernel_module_present(ctx: CollectContext, module: str) -> bool:
@@ -213,6 +203,21 @@ def kernel_module_present(ctx: CollectContext, module: str) -> bool:
 
 # JSON -> model (pure). nft's JSON schema, as much of it as kube-proxy's maps and sets use; anything
 # else in a place this reads is not nft's answer and fails the read. ----------------------------------
+
+def json_items(command: str, out: str) -> list[dict[str, Any]]:
+    """The `nftables` items of what `command` printed; CollectError for nothing, or anything but nft's
+    JSON document."""
+    if not out.strip():
+        raise CollectError(f"{command} printed nothing")
+    try:
+        doc = json.loads(out)
+    except (ValueError, RecursionError) as exc:
+        raise CollectError(f"{command} printed what does not parse as JSON ({type(exc).__name__})") from exc
+    items = doc.get("nftables") if isinstance(doc, dict) else None
+    if not isinstance(items, list) or not all(isinstance(o, dict) and len(o) == 1 for o in items):
+        raise CollectError(f"{command} printed JSON that is not nft's ruleset document")
+    return items
+
 
 class MalformedJson(ValueError):
     """nft -j printed something nft does not print for a kube-proxy map or set."""
@@ -259,7 +264,7 @@ def _short(value: Any) -> str:
 
 def key_text(value: Any) -> list[str]:
     """A map/set key as text parts: {"concat": ["1.2.3.4", "tcp", 80]} -> ["1.2.3.4", "tcp", "80"]."""
-    if isinstance(value, str):
+    if isinstance(value, str) and value.strip() == value and value:  # nft prints no empty or padded value
         return [value]
     if isinstance(value, int) and not isinstance(value, bool):
         return [str(value)]
@@ -289,7 +294,7 @@ def _unwrap(key: Any) -> tuple[Any, str | None]:
         if len(key) != 1 or not isinstance(body, dict) or "val" not in body:
             raise MalformedJson(f"an element nft does not print: {_short(key)}")
         comment = body.get("comment")
-        if comment is not None and not isinstance(comment, str):
+        if "comment" in body and not (isinstance(comment, str) and comment):
             raise MalformedJson(f"a comment nft does not print: {_short(comment)}")
         return body["val"], comment
     return key, None

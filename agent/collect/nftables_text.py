@@ -107,10 +107,12 @@ def add_text(table: KubeProxyTable, lines: Iterable[str]) -> set[str]:
             continue
         if depth[0] == 0:
             m = _TABLE.match(line)
-            if closed or m is None or (m.group(1), m.group(2)) != (table.family, TABLE):
+            if closed or m is None or (m.group(1), m.group(2)) != (table.family, TABLE) or stripped.count("{") != 1:
                 raise MalformedListing(f"expected one `table {table.family} {TABLE} {{`, found: {stripped[:80]!r}")
             depth[0], opened = 1, True
         elif depth[0] == 1:
+            if stripped.endswith("{") and (stripped.count("{") != 1 or "}" in stripped):
+                raise MalformedListing(f"not a block nft opens: {stripped[:80]!r}")
             if stripped == "}":
                 depth[0], closed = 0, True
             elif (m := _CHAIN.match(line)) is not None:
@@ -121,11 +123,11 @@ def add_text(table: KubeProxyTable, lines: Iterable[str]) -> set[str]:
                 current_set = m.group(1)
                 declared.add(current_set)
                 depth[0] = 2
-            elif _BLOCK.match(line) or stripped.endswith("{"):
+            elif _BLOCK.match(line):
                 depth[0] = 2  # a named object of another kind: its body says nothing about Services
-            elif stripped.count("{") != stripped.count("}"):
-                raise MalformedListing(f"unbalanced braces in the table: {stripped[:80]!r}")
-            # else a table-level statement (comment, flags): nothing for the checks
+            elif not stripped.startswith(("comment ", "flags ")) or stripped.count("{") != stripped.count("}"):
+                raise MalformedListing(f"not a table-level statement nft prints: {stripped[:80]!r}")
+            # else the table's comment or flags: nothing for the checks
         elif stripped == "}":
             depth[0], chain, current_set = 1, None, None
         elif stripped.count("{") != stripped.count("}"):
