@@ -1,6 +1,6 @@
 """The one subprocess runner every collector uses (agent/collect/subproc.py), against fake tools on
 PATH that hang (and leave a grandchild), print far too much on stdout or stderr, print nothing, or
-print garbage; and the ipset read that runs on it."""
+print garbage."""
 
 from __future__ import annotations
 
@@ -8,48 +8,14 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from agent.collect.base import Absent, CollectContext, CollectError
-from agent.collect.ipvs import read_ipsets
+from agent.collect.base import Absent, CollectError
 from agent.collect.subproc import run_command, stream_lines
-from agent.config import Config
-
-
-@pytest.fixture
-def fakebin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A directory first on PATH where a test writes its fake tools."""
-    d = tmp_path / "bin"
-    d.mkdir()
-    monkeypatch.setenv("PATH", f"{d}:{os.environ['PATH']}")
-    yield d
-
-
-def tool(fakebin: Path, name: str, script: str) -> None:
-    path = fakebin / name
-    path.write_text("#!/bin/sh\n" + script)
-    path.chmod(0o755)
-
-
-def gone(pid: int, within_s: float = 10.0) -> bool:
-    """True once `pid` no longer exists (killed and reaped by init), polled up to within_s."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state == "Z":  # killed, waiting for init to reap it
-            return True
-        time.sleep(0.02)  # polling the kernel's process table, bounded by the deadline
-    return False
-
-
-HANG_WITH_GRANDCHILD = 'sleep 300 & echo $! > "$PIDFILE"\nsleep 300\n'
+from tests.collect.fakes import HANG_WITH_GRANDCHILD, tool
+from tests.testbed import gone
 
 
 def test_a_hung_tool_is_killed_with_its_whole_process_group(fakebin: Path, tmp_path: Path,
@@ -139,36 +105,6 @@ def test_a_missing_tool_is_absent_and_a_failure_names_its_first_stderr_line(fake
     with pytest.raises(CollectError, match=r"^nft -j list map ip kube-proxy x exited 1: "
                                            r"Error: No such file or directory$"):
         run_command(["nft", "-j", "list", "map", "ip", "kube-proxy", "x"], 10.0)
-
-
-# ipset save, on this runner ------------------------------------------------------------------------
-
-def ipset_ctx(tmp_path: Path, deadline_s: float) -> CollectContext:
-    """A host whose /proc/modules lists ip_set, so `ipset save` is run."""
-    proc = tmp_path / "proc"
-    proc.mkdir(exist_ok=True)
-    (proc / "modules").write_text("ip_set 61440 0 - Live 0x0000000000000000\n")
-    return CollectContext(cfg=Config(proc=proc, sys=tmp_path / "sys"), deadline_s=deadline_s)
-
-
-def test_a_hung_ipset_save_is_an_error_and_leaves_no_grandchild(fakebin: Path, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    pidfile = tmp_path / "grandchild.pid"
-    monkeypatch.setenv("PIDFILE", str(pidfile))
-    tool(fakebin, "ipset", HANG_WITH_GRANDCHILD)
-    t0 = time.monotonic()
-    sets, error = read_ipsets(ipset_ctx(tmp_path, deadline_s=2.0))
-    assert (sets, error) == ({}, "ipset save did not finish within 0.9s (killed)")
-    assert time.monotonic() - t0 < 30  # bounded by the source's deadline, not the tool
-    assert gone(int(pidfile.read_text()))
-
-
-@pytest.mark.parametrize("output", ["\\377garbage\\n", "<html>502 Bad Gateway</html>\\n",
-                                    "create KUBE-CLUSTER-IP hash:ip,port\\nWarning: something\\n"])
-def test_ipset_save_output_that_is_not_its_own_is_an_error(fakebin: Path, tmp_path: Path, output: str) -> None:
-    tool(fakebin, "ipset", f"printf '{output}'\n")
-    sets, error = read_ipsets(ipset_ctx(tmp_path, deadline_s=10.0))
-    assert sets == {} and error is not None and "never prints" in error
 
 
 def test_the_report_of_a_failed_read_is_one_line() -> None:

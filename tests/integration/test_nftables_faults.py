@@ -17,9 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.collect.test_subproc import gone
 from tests.integration.test_nftables import CLUSTER_IP_ONLY, NFT, nftables_node
-from tests.testbed import BIN_PATH, PY, REPO, Node, by_id, problems
+from tests.testbed import BIN_PATH, PY, REPO, Node, by_id, gone, problems
 
 pytestmark = pytest.mark.netns
 
