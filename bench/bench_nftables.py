@@ -148,8 +148,8 @@ def main() -> None:
     for n in (int(s) for s in a.sizes.split(",")):
         r = measure(n, a.endpoints, a.runs)
         fast.append(f"| {n} x {r['e']} | {r['bare_cpu_s']:.2f} | {r['read_cpu_s']:.2f} "
-                    f"| {r['unchanged_cpu_s'] * 1000:.1f} | {r['unchanged_cpu_s'] / r['read_cpu_s']:.4f} "
-                    f"| {r['unchanged_cpu_s'] / r['bare_cpu_s']:.4f} | {100 * r['unchanged_cpu_s'] / 30:.3f}% |")
+                    f"| {r['unchanged_cpu_s'] * 1000:.1f} | {r['unchanged_cpu_s'] / r['read_cpu_s']:.5f} "
+                    f"| {r['unchanged_cpu_s'] / r['bare_cpu_s']:.5f} | {100 * r['unchanged_cpu_s'] / 30:.3f}% |")
         total = r["read_s"] + r["compare_s"]
         print(f"| {n} x {r['e']} | {r['rules']} | {r['bare_s']:.2f} | {r['bare_rss']:.0f} | {r['read_s']:.2f} "
               f"| {r['compare_s']:.2f} | {total:.2f} | {total / r['bare_s']:.2f}x | {r['children_rss_mib']:.0f} "
