@@ -25,7 +25,8 @@ MAX_RULE = 16 << 20  # one logical rule: a 5,000-endpoint vmap is ~0.5 MB; far b
 _TABLE = re.compile(r"^\s*table (\S+) (\S+) \{$")
 _CHAIN = re.compile(r"^\s*chain (\S+) \{$")
 _SET = re.compile(r"^\s*(?:set|map) (\S+) \{$")
-_BLOCK = re.compile(r"^\s*\S+ \S+ \{$")  # another named object (counter, flowtable, ...): skipped whole
+# another named object (counter, quota, flowtable, ct helper, ...): skipped whole
+_BLOCK = re.compile(r"^\s*(?:ct )?[a-z]+ \S+ \{$")
 # Bounded repeats: an unbounded `[^;]+;` would rescan to the end of a long line from every "type ".
 _BASE = re.compile(r"type (\w{1,32}) hook (\w{1,32})(?: device \S{1,256})? priority ([^;]{1,64});")
 # nft's symbolic priorities for the ip/ip6/inet families (printed unless -y is given)
