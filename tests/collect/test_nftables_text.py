@@ -31,6 +31,17 @@ def test_the_fixture_listing_gives_its_chains_and_declares_its_maps_and_sets() -
     assert table.chains == state(items(OVERALL)).tables[0].chains
 
 
+def test_other_named_objects_in_the_table_are_skipped_whole() -> None:
+    table = KubeProxyTable(family="ip")
+    declared = add_text(table, [
+        "table ip kube-proxy {", "\tflags owner", "\tct helper ftp-standard {", '\t\ttype "ftp" protocol tcp', "\t}",
+        "\tcounter c1 {", "\t\tpackets 0 bytes 0", "\t}", "\tmap service-ips {",
+        "\t\ttype ipv4_addr . inet_proto . inet_service : verdict", "\t}", "\tchain services {",
+        "\t\tip daddr . meta l4proto . th dport vmap @service-ips", "\t}", "}"])
+    assert declared == {"service-ips"}
+    assert list(table.chains) == ["services"] and table.chains["services"].vmap_maps == ["service-ips"]
+
+
 @pytest.mark.parametrize("text", [
     "",
     "\n\n",
