@@ -9,6 +9,8 @@ read (the collector as the agent runs it: targeted `nft -j list map|set`, then n
 of the chains and rules), its comparison (programmed_ports + the structure checks + the expected-vs-actual
 diff against the generated cluster state), the nft children's peak RSS, and svcdoctor's own peak RSS
 over the read, programmed_ports and the structure checks (the process's VmHWM, reset just before).
+A second table: CPU (the process and its nft children) of the bare list, of the agent's reader's whole
+read, and of its next read while the nf_tables generation is unchanged (one netlink request).
 Best of --runs.
 Needs root (netns).
 """
@@ -34,8 +36,9 @@ from bench.gen_nftables import generate
 MIB = 1024 * 1024
 
 
-def bare_list(ns: str) -> tuple[float, float]:
-    """Wall seconds and the child's peak RSS (MiB) of `nft -j list table ip kube-proxy` (output discarded)."""
+def bare_list(ns: str) -> tuple[float, float, float]:
+    """Wall seconds, the child's peak RSS (MiB) and its CPU seconds of `nft -j list table ip kube-proxy`
+    (output discarded)."""
     t0 = time.monotonic()
     proc = subprocess.Popen(["ip", "netns", "exec", ns, "nft", "-j", "list", "table", "ip", "kube-proxy"],
                             stdout=subprocess.DEVNULL)
@@ -44,7 +47,13 @@ def bare_list(ns: str) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"nft list failed ({proc.returncode})")
-    return elapsed, usage.ru_maxrss / 1024
+    return elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and its reaped children (the nft processes a read starts)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _vm(field: str) -> float:
@@ -63,15 +72,20 @@ def worker(cluster_file: str) -> None:
     from agent.checks.programmed_nftables import programmed_services
     from agent.checks.rules import compare
     from agent.collect.base import CollectContext
-    from agent.collect.nftables import collect
+    from agent.collect.nftables import NftablesReader
     from agent.config import Config
     from agent.kubeobjects import state_from_items
 
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM: count only what follows
     before = _vm("VmRSS")
-    t0 = time.monotonic()
-    state = collect(CollectContext(cfg=Config(node_name="test-node"), deadline_s=300))
-    t1 = time.monotonic()
+    ctx = CollectContext(cfg=Config(node_name="test-node"), deadline_s=300)
+    reader = NftablesReader()  # as the agent holds it: the second read finds the generation unchanged
+    c0, t0 = cpu_s(), time.monotonic()
+    state = reader.read(ctx)
+    c1, t1 = cpu_s(), time.monotonic()
+    again = reader.read(ctx)
+    c2 = cpu_s()
+    assert again.tables is state.tables
     view = programmed_services(state)
     structure = [f for t in state.tables for f in check_table(t)]
     t2 = time.monotonic()
@@ -82,7 +96,8 @@ def worker(cluster_file: str) -> None:
     view = programmed_services(state, cluster)
     diffs = list(compare(expected_ports(cluster, "test-node"), view))
     t4 = time.monotonic()
-    print(json.dumps({"read_s": t1 - t0, "compare_s": (t2 - t1) + (t4 - t3), "rss_peak_mib": rss_peak,
+    print(json.dumps({"read_s": t1 - t0, "read_cpu_s": c1 - c0, "unchanged_cpu_s": c2 - c1,
+                      "compare_s": (t2 - t1) + (t4 - t3), "rss_peak_mib": rss_peak,
                       "rss_before_mib": before, "children_rss_mib": children, "ports": len(view.ports),
                       "structure_findings": len(structure), "diff_findings": len(diffs), "mode": state.read_mode}))
 
@@ -101,7 +116,8 @@ def measure(n: int, e: int, runs: int) -> dict[str, Any]:
             t0 = time.monotonic()
             subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", str(nft_file)], check=True)
             load_s = time.monotonic() - t0
-            bare = min(bare_list(ns) for _ in range(runs))
+            bares = [bare_list(ns) for _ in range(runs)]
+            bare = min(bares)
             ours: list[dict[str, Any]] = []
             for _ in range(runs):
                 out = subprocess.run(["ip", "netns", "exec", ns, sys.executable, __file__, "--worker",
@@ -110,7 +126,9 @@ def measure(n: int, e: int, runs: int) -> dict[str, Any]:
         finally:
             subprocess.run(["ip", "netns", "del", ns], check=False)
     best = min(ours, key=lambda r: r["read_s"] + r["compare_s"])
-    return {"n": n, "e": e, "rules": rules, "load_s": load_s, "bare_s": bare[0], "bare_rss": bare[1], **best}
+    return {"n": n, "e": e, "rules": rules, "load_s": load_s, "bare_s": bare[0], "bare_rss": bare[1],
+            "bare_cpu_s": min(b[2] for b in bares), "unchanged_cpu_s": min(r["unchanged_cpu_s"] for r in ours), **{
+                k: v for k, v in best.items() if k != "unchanged_cpu_s"}}
 
 
 def main() -> None:
@@ -126,14 +144,22 @@ def main() -> None:
     print("| services x endpoints | rules | bare `nft -j list table` (s) | bare nft RSS (MiB) | svcdoctor read (s) "
           "| compare (s) | read + compare (s) | vs bare | nft children RSS (MiB) | svcdoctor RSS (MiB) | ports |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    fast: list[str] = []
     for n in (int(s) for s in a.sizes.split(",")):
         r = measure(n, a.endpoints, a.runs)
+        fast.append(f"| {n} x {r['e']} | {r['bare_cpu_s']:.2f} | {r['read_cpu_s']:.2f} "
+                    f"| {r['unchanged_cpu_s'] * 1000:.1f} | {r['unchanged_cpu_s'] / r['read_cpu_s']:.5f} "
+                    f"| {r['unchanged_cpu_s'] / r['bare_cpu_s']:.5f} | {100 * r['unchanged_cpu_s'] / 30:.3f}% |")
         total = r["read_s"] + r["compare_s"]
         print(f"| {n} x {r['e']} | {r['rules']} | {r['bare_s']:.2f} | {r['bare_rss']:.0f} | {r['read_s']:.2f} "
               f"| {r['compare_s']:.2f} | {total:.2f} | {total / r['bare_s']:.2f}x | {r['children_rss_mib']:.0f} "
               f"| {r['rss_peak_mib']:.0f} | {r['ports']} |", flush=True)
         if r["structure_findings"] or r["diff_findings"]:
             print(f"  (unexpected findings: {r['structure_findings']} structure, {r['diff_findings']} diff)")
+    print("\n| services x endpoints | bare `nft -j list table` CPU (s) | whole read CPU (s) "
+          "| unchanged read CPU (ms) | unchanged / whole | unchanged / bare | a core, one read per 30 s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("\n".join(fast))
 
 
 if __name__ == "__main__":

@@ -294,3 +294,17 @@ def problems(doc: dict[str, Any]) -> set[tuple[str, str]]:
 
 def by_id(doc: dict[str, Any], fid: str) -> list[dict[str, Any]]:
     return [f for f in doc["findings"] if f["id"] == fid]
+
+
+def gone(pid: int, within_s: float = 10.0) -> bool:
+    """True once `pid` no longer exists (killed and reaped by init), polled up to within_s."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":  # killed, waiting for init to reap it
+            return True
+        time.sleep(0.02)  # polling the kernel's process table, bounded by the deadline
+    return False

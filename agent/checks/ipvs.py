@@ -31,7 +31,7 @@ def check(snap: Snapshot) -> Iterator[Finding]:
             "interface": INTERFACE, "virtual_servers": len(state.virtual_servers)})
     cluster = snap.cluster.data if snap.cluster.ok else None
     yield from _vips_not_bound(snap, state, cluster)
-    if cluster is not None:
+    if cluster is not None and state.ipset_error is None:  # a failed `ipset save` shows no set missing
         yield from _cluster_ip_set(state, cluster)
 
 

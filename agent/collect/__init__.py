@@ -47,6 +47,12 @@ class Collector:
         return self.func
 
 
+def _nftables_reader() -> Paced[Any]:
+    # reading 10k Services x 5 endpoints takes ~6 s (bench/bench_nftables.py) when anything changed:
+    # paced to ~5% of a core; an unchanged nf_tables generation costs one netlink request
+    return Paced(nftables.NftablesReader())
+
+
 COLLECTORS: tuple[Collector, ...] = (
     Collector("kube_proxy", process.collect_kube_proxy, phase=1),
     Collector("kubelet", process.collect_kubelet, phase=1),
@@ -56,8 +62,7 @@ COLLECTORS: tuple[Collector, ...] = (
     Collector("links", links.collect),
     # a save of 170k rules takes seconds; reads are paced and skipped when nothing changed, see iptables.py
     Collector("iptables", None, reader=iptables.IptablesReader),
-    # reading 10k Services x 5 endpoints takes ~6 s (bench/bench_nftables.py): paced to ~5% of a core
-    Collector("nftables", None, timeout_s=60.0, reader=lambda: Paced(nftables.collect)),
+    Collector("nftables", None, reader=_nftables_reader),  # obeys --source-timeout
     Collector("ipvs", ipvs.collect),
     Collector("cni", cni.collect),
     Collector("kubelet_log", kubelet_log.collect),

@@ -1,9 +1,8 @@
-"""What every collector shares: the context it gets, how "absent" is said, and a bounded subprocess."""
+"""What every collector shares: the context it gets and how "absent" is said (subprocesses: subproc.py)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -35,25 +34,11 @@ class CollectContext:
     cluster: Any = None  # a ClusterProvider (agent/collect/cluster.py) when cluster state is configured
     kube_proxy_configmap: Any = None  # agent/collect/kubeproxy_configmap.py's reader when the API is configured
 
-
-def run_command(argv: list[str], timeout_s: float, *, env: dict[str, str] | None = None) -> str:
-    """Run a read-only command with a hard timeout (the child is killed on expiry) and return stdout.
-    Raises CollectError with the command, exit code and the first stderr line on failure."""
-    try:
-        proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=timeout_s, check=False, stdin=subprocess.DEVNULL,
-            env=env if env is not None else {**os.environ, "LC_ALL": "C"},
-        )
-    except FileNotFoundError as exc:
-        raise Absent(f"{argv[0]} is not installed") from exc
-    except PermissionError as exc:
-        raise CollectError(f"{argv[0]}: permission denied") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise CollectError(f"{' '.join(argv)} did not finish within {timeout_s:.0f}s (killed)") from exc
-    if proc.returncode != 0:
-        first = (proc.stderr.strip().splitlines() or ["no message"])[0]
-        raise CollectError(f"{' '.join(argv)} exited {proc.returncode}: {first}")
-    return proc.stdout
+    def budget_s(self) -> float:
+        """What the collector's own work may take: a little under the runner's deadline, so that its
+        children are killed and it returns (with its reason) before the runner stops waiting for it
+        (a one-shot `check` exits then, and its daemon threads would never kill their children)."""
+        return max(self.deadline_s - min(1.0, 0.1 * self.deadline_s), 0.5)
 
 
 def read_text(path: Path) -> str | None:

@@ -14,8 +14,9 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-from agent.collect.base import Absent, CollectContext, CollectError, read_text, run_command
+from agent.collect.base import Absent, CollectContext, CollectError, read_text
 from agent.collect.nftables import kernel_module_present
+from agent.collect.subproc import run_command
 from agent.model.ipvs import INTERFACE, IpvsState, RealServer, VirtualServer
 
 PROTOCOLS = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp", 132: "sctp"}
@@ -118,20 +119,25 @@ def read_interface() -> tuple[bool, list[str]]:
 # ipsets -----------------------------------------------------------------------------------------------
 
 def read_ipsets(ctx: CollectContext) -> tuple[dict[str, list[str]], str | None]:
+    """kube-proxy's ipsets, or why they could not be read (then nothing is judged from them). Without
+    the ip_set module no set exists: that is a read, not a failure."""
     if not kernel_module_present(ctx, "ip_set"):
-        return {}, "ip_set is not loaded (no ipsets on this node)"
+        return {}, None
     try:
-        text = run_command(["ipset", "save"], max(ctx.deadline_s / 2, 1.0))
-    except (Absent, CollectError) as exc:
+        text = run_command(["ipset", "save"], ctx.budget_s() / 2)
+        return parse_ipset_save(text.splitlines()), None
+    except (Absent, CollectError, ValueError) as exc:
         return {}, str(exc)
-    return parse_ipset_save(text.splitlines()), None
 
 
 def parse_ipset_save(lines: Iterable[str]) -> dict[str, list[str]]:
-    """`ipset save` output -> {set: [member, ...]} for kube-proxy's KUBE-* sets."""
+    """`ipset save` output -> {set: [member, ...]} for kube-proxy's KUBE-* sets. ValueError on a line
+    `ipset save` never prints (it prints only `create` and `add`): then the output is not its own."""
     sets: dict[str, list[str]] = {}
     for line in lines:
         parts = line.split()
+        if parts and (parts[0] not in ("create", "add") or len(parts) < 3):
+            raise ValueError(f"`ipset save` printed a line it never prints ({len(line)} characters)")
         if len(parts) >= 2 and parts[1].startswith("KUBE-"):
             if parts[0] == "create":
                 sets.setdefault(parts[1], [])

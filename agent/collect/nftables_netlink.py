@@ -13,6 +13,7 @@ consistent state.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -134,9 +135,42 @@ class NfTablesSocket:
                 pos += (length + 3) & ~3
 
     def generation(self) -> int:
+        """The nf_tables ruleset generation of this network namespace (NFTA_GEN_ID): every committed
+        nf_tables transaction, in any table or family, increments it."""
         for a in self.dump(NFT_MSG_GETGEN, socket.AF_UNSPEC, dump=False):
-            return u32(attrs(a).get(1))
-        return -1
+            gen = attrs(a).get(1)
+            if gen is not None and len(gen) == 4:
+                return u32(gen)
+        raise OSError(errno.ENODATA, "nf_tables netlink: no generation in the GETGEN reply")
+
+
+def read_generation(timeout_s: float) -> int:
+    """One NFT_MSG_GETGEN request: the ruleset generation, which says whether anything in nf_tables
+    changed since it was last read (the fast path of agent/collect/nftables.py). OSError: refused."""
+    nl = NfTablesSocket(timeout_s)
+    try:
+        return nl.generation()
+    finally:
+        nl.close()
+
+
+NFT_SET_ANONYMOUS = 0x1
+
+
+def list_sets(family: str, timeout_s: float) -> set[str]:
+    """The names of the named sets and maps in kube-proxy's table of `family` (one GETSET dump): the
+    positive answer to "does this map exist", where a failed `nft list map` says nothing."""
+    table_name = nla(1, TABLE.encode() + b"\0")  # NFTA_SET_TABLE
+    nl = NfTablesSocket(timeout_s)
+    try:
+        names = set()
+        for a in nl.dump(NFT_MSG_GETSET, FAMILIES[family], table_name):
+            s = attrs(a)
+            if text(s.get(1)) == TABLE and not u32(s.get(3)) & NFT_SET_ANONYMOUS:  # NFTA_SET_{TABLE,FLAGS}
+                names.add(text(s.get(2)))
+        return names
+    finally:
+        nl.close()
 
 
 FAMILY_NAMES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}

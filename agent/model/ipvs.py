@@ -52,7 +52,7 @@ class IpvsState:
     interface_present: bool = False  # kube-ipvs0 exists
     interface_addresses: list[str] = field(default_factory=list)  # IPs on kube-ipvs0, no prefix length
     ipsets: dict[str, list[str]] = field(default_factory=dict)  # KUBE-* set -> members; absent set: no key
-    ipset_error: str | None = None  # `ipset save` failed (binary missing, module not loaded)
+    ipset_error: str | None = None  # `ipset save` failed (binary missing, timed out, not its output)
 
     def has_ipvs_rules(self) -> bool:
         """Anything IPVS mode leaves behind: a virtual server or the kube-ipvs0 interface."""
