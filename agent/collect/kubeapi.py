@@ -111,6 +111,27 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
+def describe(exc: BaseException) -> str:
+    """An API error in one short clause an operator can act on, not urllib3's nested repr: "connection
+    refused by 10.96.0.1:443", "HTTP 403 Forbidden", "timed out"."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and status:
+        return f"HTTP {status} {getattr(exc, 'reason', '') or ''}".strip()
+    reason: BaseException | None = getattr(exc, "reason", None) if isinstance(getattr(exc, "reason", None),
+                                                                             BaseException) else None
+    inner = reason or exc
+    pool = getattr(exc, "pool", None) or getattr(inner, "pool", None) or getattr(inner, "conn", None)
+    where = f"{getattr(pool, 'host', '')}:{getattr(pool, 'port', '')}" if getattr(pool, "host", None) else ""
+    text = str(inner)
+    for needle, said in (("Connection refused", "connection refused"), ("timed out", "timed out"),
+                         ("Name or service not known", "name not resolved"), ("No route to host", "no route to host"),
+                         ("Network is unreachable", "network unreachable"), ("CERTIFICATE_VERIFY_FAILED",
+                                                                            "server certificate not trusted")):
+        if needle in text:
+            return f"{said} ({where})" if where else said
+    return f"{type(inner).__name__}: {_first_line(inner)[:200]}"
+
+
 class Informer(threading.Thread):
     """One resource's list+watch loop (see the module docstring for the rules).
 
@@ -300,7 +321,7 @@ class Informer(threading.Thread):
 
     def _failed(self, exc: BaseException) -> None:
         with self.lock:
-            self.error = f"{self.kind}: {type(exc).__name__}: {_first_line(exc)}"
+            self.error = f"{self.kind}: {describe(exc)}"
             self.failing_since = self.failing_since or time.time()
 
     def run(self) -> None:
@@ -385,7 +406,7 @@ class KubeApiProvider:
             try:
                 inf.list_once(timeout_s)
             except Exception as exc:
-                inf.error = f"{inf.kind}: {type(exc).__name__}: {_first_line(exc)}"
+                inf.error = f"{inf.kind}: {describe(exc)}"
                 inf.failing_since = time.time()
 
     def state(self) -> ClusterState:
@@ -412,9 +433,20 @@ class KubeApiProvider:
             origin=self.origin, fetched_at=max((i.updated_at for i in infs), default=0.0),
             services=self.informers["services"].items(), slices=self.informers["endpointslices"].items(),
             node=nodes[0] if nodes else None, pods=self.informers["pods"].items(),
-            stale_seconds=stale, api_error="; ".join(errors) if errors else None,
+            stale_seconds=stale, api_error=fold_errors(errors),
             usable=listed and stale <= self.max_stale_s,
         )
+
+
+def fold_errors(errors: list[str]) -> str | None:
+    """"services: X; endpointslices: X; ..." -> "services, endpointslices: X": one cause said once."""
+    if not errors:
+        return None
+    by_cause: dict[str, list[str]] = {}
+    for e in errors:
+        kind, _, cause = e.partition(": ")
+        by_cause.setdefault(cause, []).append(kind)
+    return "; ".join(f"{', '.join(kinds)}: {cause}" for cause, kinds in by_cause.items())
 
 
 def label_selector(selector: Mapping[str, str] | str) -> str:

@@ -435,13 +435,25 @@ def _rules(c: _Ctx) -> Step:
     return _step("rules", OK, f"{view.mode}: {len(mine)} port(s) programmed as the API server says", ev)
 
 
+def _mine(c: _Ctx, prefixes: tuple[str, ...]) -> list[Finding]:
+    """Findings of these ids attributed to this Service (any of its ports)."""
+    return [f for f in c.findings if f.id.startswith(prefixes) and f.service is not None
+            and (f.service == c.key or f.service.startswith(c.key + ":"))]
+
+
 def _proxying(c: _Ctx) -> Step:
     ct = c.snap.conntrack
+    flows = c.snap.conntrack_flows
+    stale = _mine(c, ("conntrack.stale_flows", "conntrack.blackholed_flows"))
     ev: dict[str, Any] = {"conntrack": {"entries": ct.data.count, "max": ct.data.max} if ct.ok and ct.data else None,
-                          "service_entries": "not collected (the snapshot holds the table's totals only)"}
+                          "service_entries": [f.evidence for f in stale] if flows.ok and not flows.absent
+                          else f"not read ({flows.error or flows.note or 'no conntrack flows source'})",
+                          "kube_proxy_log": [f.evidence for f in _mine(c, ("kube_proxy_log.",))]}
     found = c.node_findings(NODE_FORWARDING)
     if found:
         return _step("proxying", PROBLEM, found[0].message, ev, found)
+    if stale:  # flows conntrack keeps sending where this Service no longer answers (kube-proxy's cleanup missed)
+        return _step("proxying", PROBLEM, stale[0].message, ev, stale)
     results = c.results(CLUSTER_IP)
     if any(r.ok for r in results):
         return _step("proxying", OK, "connections to the ClusterIP are NATed to an endpoint and answered", ev)

@@ -122,3 +122,23 @@ def test_probes_go_only_to_clusterips_endpoints_and_the_cluster_dns() -> None:
         ("10.244.0.1", 6443), ("10.244.0.53", 53), ("10.244.0.10", 8080)}
     udp = next(t for t in continuous if t.port == 53 and t.kind == ENDPOINT)
     assert udp.name  # UDP is probed only where the protocol answers: a DNS question
+
+
+def test_the_services_stale_conntrack_flows_are_a_proxying_problem() -> None:
+    from agent.catalogue import finding
+    from agent.model.conntrack_table import ConntrackFlows
+
+    report = _report()
+    snap = report.snapshot
+    snap.conntrack_flows = Source("conntrack_flows", ok=True, data=ConntrackFlows(read_at=NOW, entries_read=3,
+                                                                                  destinations_watched=1))
+    stale = finding("conntrack.stale_flows", "default/web:http", service="default/web:http", evidence={
+        "entries": 3, "ip_family": 4, "reply_sources": ["10.0.0.9:53"], "examples": [],
+        "command": "conntrack -D -p udp --orig-dst 172.30.0.10", "commands": []})
+    other = finding("conntrack.stale_flows", "default/webber:http", service="default/webber:http",
+                    evidence={**stale.evidence})
+    steps = {s.id: s for s in walk(ServiceQuery("default", "web"), snap, (stale, other), _pods(), None, now=NOW).steps}
+    assert steps["proxying"].status == "problem" and "conntrack -D" in steps["proxying"].summary
+    assert steps["proxying"].evidence["service_entries"] == [stale.evidence]  # only this Service's
+    clean = {s.id: s for s in walk(ServiceQuery("default", "web"), snap, (other,), _pods(), None, now=NOW).steps}
+    assert clean["proxying"].status != "problem"
