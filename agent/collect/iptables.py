@@ -30,7 +30,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import re
 import selectors
 import shutil
 import signal
@@ -54,7 +53,6 @@ NAP_S = 0.003  # after a short read: the pipe fills meanwhile (see run_save)
 DEADLINE_MARGIN_S = 0.5  # the read gives up this long before the runner stops waiting for it
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), spelled out for Pythons that lack the constant
 HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")  # kubelet's, in the mangle table of its backend
-_HINT = re.compile(r"^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY) ", re.M)
 BACKENDS = ("legacy", "nft")
 XTABLES = frozenset({"filter", "nat", "mangle", "raw", "security"})  # the tables iptables-nft-save prints
 # What differs between two saves of the same rules: the timestamp comments and built-in chains' counters
@@ -362,11 +360,14 @@ def read(reading: _Read) -> IptablesState:
     for family in (4, 6):  # the nft save shows every table whatever -t says: read whole, once
         if readable(family, "nft"):
             done[family, "nft"] = reading.ruleset(family, "nft")
-    backend, reason = _hint_in_nft(done)
-    if backend is None:
-        backend, reason = _hint_in_legacy(reading, readable, legacy_tables)
+    backend, reason = _hint(done, "nft")
+    if backend is None:  # the legacy saves in full, not `-t mangle`: on a legacy node they are read anyway
+        for family in (4, 6):
+            if readable(family, "legacy") and "mangle" in legacy_tables[family]:
+                done[family, "legacy"] = reading.ruleset(family, "legacy")
+        backend, reason = _hint(done, "legacy")
     if backend is None:  # no kubelet hint: the backend with more rules, as iptables-wrappers decides
-        if readable(4, "legacy"):
+        if readable(4, "legacy") and (4, "legacy") not in done:
             done[4, "legacy"] = reading.ruleset(4, "legacy")
         counts = {b: sum(t.rule_count for t in done[4, b].tables.values()) if (4, b) in done else 0
                   for b in BACKENDS}
@@ -394,23 +395,11 @@ def read(reading: _Read) -> IptablesState:
                          read_at=time.time())
 
 
-def _hint_in_nft(done: dict[tuple[int, str], RuleSet]) -> tuple[str | None, str]:
+def _hint(done: dict[tuple[int, str], RuleSet], backend: str) -> tuple[str | None, str]:
     for family in (4, 6):
-        rs = done.get((family, "nft"))
+        rs = done.get((family, backend))
         chains = set(rs.table("mangle").chains) if rs is not None else set()
         for hint in HINT_CHAINS:
             if hint in chains:
-                return "nft", f"{hint} chain in the {_tool(family, 'nft')[:-5]} mangle table"
-    return None, ""
-
-
-def _hint_in_legacy(reading: _Read, readable: Callable[[int, str], bool], legacy_tables: dict[int, list[str]]
-                    ) -> tuple[str | None, str]:
-    """Only where mangle exists: `iptables-legacy-save -t mangle` would create a missing one."""
-    for family in (4, 6):
-        if readable(family, "legacy") and "mangle" in legacy_tables[family]:
-            text = b"".join(reading.output([_tool(family, "legacy"), "-t", "mangle"])).decode("utf-8", "replace")
-            m = _HINT.search(text)
-            if m:
-                return "legacy", f"{m.group(1)} chain in the {_tool(family, 'legacy')[:-5]} mangle table"
+                return backend, f"{hint} chain in the {_tool(family, backend)[:-5]} mangle table"
     return None, ""
