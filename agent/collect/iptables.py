@@ -78,10 +78,12 @@ class Output:
     cpu_s: float  # the child's CPU time
 
 
-def run_save(argv: list[str], deadline: float, max_bytes: int = MAX_OUTPUT) -> Output:
-    """Run a save and return its stdout. Kills the child's whole process group at `deadline`
-    (time.monotonic()), when it prints more than `max_bytes`, or when anything goes wrong; a line over
-    MAX_LINE is cut (the parser then records it), stderr is kept up to MAX_STDERR. Raises CollectError."""
+def run_save(argv: list[str], deadline: float, max_bytes: int = MAX_OUTPUT,
+             sink: Callable[[bytes], object] | None = None) -> Output:
+    """Run a save and return its stdout (or hand each chunk to `sink` as it comes, keeping none). Kills
+    the child's whole process group at `deadline` (time.monotonic()), when it prints more than
+    `max_bytes`, or when anything goes wrong; a line over MAX_LINE is cut (the parser then records it),
+    stderr is kept up to MAX_STDERR. Raises CollectError."""
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 env={**os.environ, "LC_ALL": "C"}, start_new_session=True)
@@ -94,7 +96,7 @@ def run_save(argv: list[str], deadline: float, max_bytes: int = MAX_OUTPUT) -> O
     try:
         with contextlib.suppress(OSError):  # a bigger pipe: the save runs ahead while we are not reading
             fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, BLOCK)
-        _drain(proc, chunks, err, deadline, max_bytes, name)
+        _drain(proc, sink or chunks.append, err, deadline, max_bytes, name)
         cpu_s = _reap(proc, deadline, name)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
@@ -110,9 +112,9 @@ def run_save(argv: list[str], deadline: float, max_bytes: int = MAX_OUTPUT) -> O
     return Output(chunks, cpu_s)
 
 
-def _drain(proc: subprocess.Popen[bytes], chunks: list[bytes], err: bytearray, deadline: float, max_bytes: int,
-           name: str) -> None:
-    """stdout into `chunks` of whole lines (so the parse can free each as it goes: at 10k Services the
+def _drain(proc: subprocess.Popen[bytes], put: Callable[[bytes], object], err: bytearray, deadline: float,
+           max_bytes: int, name: str) -> None:
+    """stdout to `put` in chunks of whole lines (so a parse can free each as it goes: at 10k Services the
     save is 25 MB, more than the rules parsed from it), stderr into `err`."""
     assert proc.stdout is not None and proc.stderr is not None
     fd_out, fd_err = proc.stdout.fileno(), proc.stderr.fileno()
@@ -146,7 +148,7 @@ def _drain(proc: subprocess.Popen[bytes], chunks: list[bytes], err: bytearray, d
                         del out[line_start + MAX_LINE + 1:]
                         skipping = True
                     if line_start >= BLOCK:
-                        chunks.append(bytes(out[:line_start]))
+                        put(bytes(out[:line_start]))
                         total += line_start
                         del out[:line_start]
                         line_start = 0
@@ -158,7 +160,7 @@ def _drain(proc: subprocess.Popen[bytes], chunks: list[bytes], err: bytearray, d
                         # takes the output in a few large reads.
                         time.sleep(NAP_S)
     if out:
-        chunks.append(bytes(out))
+        put(bytes(out))
 
 
 def _reap(proc: subprocess.Popen[bytes], deadline: float, name: str) -> float:
@@ -179,21 +181,29 @@ def digest(chunks: list[bytes]) -> bytes:
     not a regex (5x slower)."""
     h = hashlib.sha1()
     for data in chunks:
-        spans: list[tuple[int, int]] = []
-        for opening, closing in _VOLATILE:
-            at = data.find(opening)
-            while at >= 0:
-                stop = data.find(closing, at + len(opening))
-                stop = len(data) if stop < 0 else stop
-                spans.append((at + len(opening), stop))
-                at = data.find(opening, stop)
-        view, pos = memoryview(data), 0
-        for first, last in sorted(spans):
-            if first >= pos:
-                h.update(view[pos:first])
-                pos = last
-        h.update(view[pos:])
+        _hash_chunk(h, data)
     return h.digest()
+
+
+def _hash_chunk(h: hashlib._Hash, data: bytes) -> None:
+    spans: list[tuple[int, int]] = []
+    for opening, closing in _VOLATILE:
+        at = data.find(opening)
+        while at >= 0:
+            stop = data.find(closing, at + len(opening))
+            stop = len(data) if stop < 0 else stop
+            spans.append((at + len(opening), stop))
+            at = data.find(opening, stop)
+    view, pos = memoryview(data), 0
+    for first, last in sorted(spans):
+        if first >= pos:
+            h.update(view[pos:first])
+            pos = last
+    h.update(view[pos:])
+
+
+def _feed(parser: Parser, chunk: bytes) -> None:
+    parser.feed(str(chunk, "utf-8", "replace").split("\n"))
 
 
 def parse(chunks: list[bytes], family: int) -> Parser:
@@ -202,7 +212,7 @@ def parse(chunks: list[bytes], family: int) -> Parser:
     parser = Parser(family)
     chunks.reverse()
     while chunks:
-        parser.feed(str(chunks.pop(), "utf-8", "replace").split("\n"))
+        _feed(parser, chunks.pop())
     return parser
 
 
@@ -267,15 +277,26 @@ class _Read:
         last = self.last.get(key)
         if backend == "nft" and self.nft is not None and last is not None and last.key == self.nft.generation:
             return last.ruleset  # nothing in nf_tables changed: the save is not even run
+        hashed = backend == "legacy" or self.nft is None  # nft: the generation says what changed
         started = time.thread_time()
-        data = self.output([tool])
-        mark: bytes | int = digest(data) if backend == "legacy" or self.nft is None else self.nft.generation
-        if last is not None and last.key == mark:
-            self.cpu_s += time.thread_time() - started
-            return last.ruleset
-        parser = parse(data, family)
-        del data
-        self.cpu_s += time.thread_time() - started
+        if last is None or not hashed:  # sure to be parsed: as it streams in, while the save still runs
+            parser, h = Parser(family), hashlib.sha1()
+
+            def take(chunk: bytes) -> None:
+                if hashed:
+                    _hash_chunk(h, chunk)
+                _feed(parser, chunk)
+
+            out = run_save([tool], self.deadline, sink=take)
+            mark: bytes | int = h.digest() if hashed or self.nft is None else self.nft.generation
+        else:
+            out = run_save([tool], self.deadline)
+            mark = digest(out.chunks) if hashed or self.nft is None else self.nft.generation
+            if last.key == mark:
+                self.cpu_s += out.cpu_s + time.thread_time() - started
+                return last.ruleset
+            parser = parse(out.chunks, family)
+        self.cpu_s += out.cpu_s + time.thread_time() - started
         why = whole(parser, tool, self.listed(family, backend))
         if why is not None:
             self.last.pop(key, None)
