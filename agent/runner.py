@@ -30,7 +30,7 @@ from agent.catalogue import finding
 from agent.checks import CHECKS, CheckFunc
 from agent.checks.derive import derive
 from agent.collect import COLLECTORS, Collector
-from agent.collect.base import Absent, CollectContext
+from agent.collect.base import Absent, CollectContext, FailedRead
 from agent.collect.cluster import ClusterProvider
 from agent.config import Config
 from agent.model import CheckSettings, Finding, Snapshot, Source
@@ -83,6 +83,8 @@ class Runner:
                 call.result.append(("ok", self._readers[col.name](ctx)))
             except Absent as exc:
                 call.result.append(("absent", str(exc)))
+            except FailedRead as exc:
+                call.result.append(("failed", (str(exc), exc.detail)))
             except PermissionError as exc:
                 call.result.append(("error", f"permission denied: {exc.filename or exc}"))
             except Exception as exc:  # a collector must never take the agent down
@@ -105,6 +107,8 @@ class Runner:
             src.ok, src.data = True, value
         elif kind == "absent":
             src.ok, src.absent, src.note = True, True, value
+        elif kind == "failed":
+            src.error, src.detail = value
         else:
             src.error = value
         return src

@@ -68,7 +68,7 @@ backend, reads = sys.argv[2], int(sys.argv[3])
 changes = json.loads(sys.stdin.read())  # the partial sync there, and back
 kp = ProcessInfo(pid=1, comm="kube-proxy", argv=["kube-proxy"], flags={}, root="/", env_path=[])
 reader = IptablesReader(budget=1.0)  # no pacing: every call reads
-out = {}
+out, views = {}, None
 plan = [("cold", None)] + [("unchanged", None)] * reads + [("changed", changes[i % 2]) for i in range(reads)]
 for label, change in plan:
     if change is not None:
@@ -83,7 +83,7 @@ for label, change in plan:
                     kube_proxy_http=Source("kube_proxy_http", ok=True, data=KubeProxyHTTP(version="v1.31.2")),
                     conntrack=Source("conntrack", ok=True), sysctl=Source("sysctl", ok=True),
                     links=Source("links", ok=True), iptables=Source("iptables", ok=True, data=state))
-    views = derive(snap)
+    views = derive(snap, views)  # as the runner does: the last run's views, taken over where unchanged
     findings = [f for fn in CHECKS for f in fn(snap, views)]
     ours = time.perf_counter() - t0
     assert state.backend == backend, state.backend_reason

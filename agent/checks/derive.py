@@ -4,7 +4,9 @@ same views, whatever ran before.
 
 `previous`, the views of the runner's last run, only saves work: an iptables view derived from the very
 RuleSet object the reader handed back again (it does while the rules are unchanged; RuleSets are
-immutable) is that view, so it is taken as it is (at 10k Services deriving it costs about 0.3 s).
+immutable) is that view, so it is taken as it is (at 10k Services deriving it costs about 0.3 s); so is
+the expected state derived from the very ClusterState object the API provider hands back while no watch
+event arrived (the provider replaces, never changes, it).
 """
 
 from __future__ import annotations
@@ -27,9 +29,14 @@ def derive(snap: Snapshot, previous: Views | None = None) -> Views:
         iptables = tuple(_iptables_view(rs, previous) for rs in snap.iptables.data.rulesets)
     cluster = snap.cluster.data if snap.cluster.ok else None
     nft = snap.nftables.data if snap.nftables.ok else None
+    usable = cluster is not None and cluster.usable
+    expected = None
+    if usable and previous is not None and previous.expected_source is cluster and previous.expected is not None:
+        expected = previous.expected
+    elif cluster is not None and usable:
+        expected = tuple(expected_ports(cluster, snap.node))
     return Views(
-        mode=mode, iptables=iptables,
-        expected=tuple(expected_ports(cluster, snap.node)) if cluster is not None and cluster.usable else None,
+        mode=mode, iptables=iptables, expected=expected, expected_source=cluster if usable else None,
         programmed=programmed(snap, mode, iptables),
         nftables_ports=tuple(programmed_nftables.programmed_ports(nft)) if nft is not None and nft.tables else None)
 

@@ -25,6 +25,15 @@ class CollectError(Exception):
     """A read failed in a way worth one clear sentence (the runner records str(exc))."""
 
 
+class FailedRead(CollectError):
+    """A read failed, and what it established about that failure is worth a finding of its own
+    (`detail` goes to Source.detail; the source is failed all the same)."""
+
+    def __init__(self, message: str, detail: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+
 @dataclass(frozen=True)
 class CollectContext:
     cfg: Config

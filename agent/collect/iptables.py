@@ -30,7 +30,6 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import re
 import selectors
 import shutil
 import signal
@@ -41,8 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.collect import nft_generation
-from agent.collect.base import Absent, CollectContext, CollectError
-from agent.collect.iptables_parse import MAX_LINE, Parser
+from agent.collect.base import Absent, CollectContext, CollectError, FailedRead
+from agent.collect.iptables_parse import BUILTIN_CHAINS, MAX_LINE, Parser
 from agent.model.iptables import IptablesState, RuleSet
 
 CPU_BUDGET = 0.05  # share of one core that iptables reads may use on average
@@ -54,7 +53,6 @@ NAP_S = 0.003  # after a short read: the pipe fills meanwhile (see run_save)
 DEADLINE_MARGIN_S = 0.5  # the read gives up this long before the runner stops waiting for it
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), spelled out for Pythons that lack the constant
 HINT_CHAINS = ("KUBE-IPTABLES-HINT", "KUBE-KUBELET-CANARY")  # kubelet's, in the mangle table of its backend
-_HINT = re.compile(r"^:(KUBE-IPTABLES-HINT|KUBE-KUBELET-CANARY) ", re.M)
 BACKENDS = ("legacy", "nft")
 XTABLES = frozenset({"filter", "nat", "mangle", "raw", "security"})  # the tables iptables-nft-save prints
 # What differs between two saves of the same rules: the timestamp comments and built-in chains' counters
@@ -76,26 +74,29 @@ def _legacy_tables(ctx: CollectContext, family: int) -> list[str]:
 
 @dataclass
 class Output:
-    data: bytearray
+    chunks: list[bytes]  # stdout in pieces of about BLOCK, each ending at a line end (but the last)
     cpu_s: float  # the child's CPU time
 
 
-def run_save(argv: list[str], deadline: float, max_bytes: int = MAX_OUTPUT) -> Output:
-    """Run a save and return its stdout. Kills the child's whole process group at `deadline`
-    (time.monotonic()), when it prints more than `max_bytes`, or when anything goes wrong; a line over
-    MAX_LINE is cut (the parser then records it), stderr is kept up to MAX_STDERR. Raises CollectError."""
+def run_save(argv: list[str], deadline: float, max_bytes: int = MAX_OUTPUT,
+             sink: Callable[[bytes], object] | None = None) -> Output:
+    """Run a save and return its stdout (or hand each chunk to `sink` as it comes, keeping none). Kills
+    the child's whole process group at `deadline` (time.monotonic()), when it prints more than
+    `max_bytes`, or when anything goes wrong; a line over MAX_LINE is cut (the parser then records it),
+    stderr is kept up to MAX_STDERR. Raises CollectError."""
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 env={**os.environ, "LC_ALL": "C"}, start_new_session=True)
     except FileNotFoundError as exc:
         raise Absent(f"{argv[0]} is not installed") from exc
     assert proc.stdout is not None and proc.stderr is not None
-    out, err = bytearray(), bytearray()
+    chunks: list[bytes] = []
+    err = bytearray()
     name = " ".join(argv)
     try:
         with contextlib.suppress(OSError):  # a bigger pipe: the save runs ahead while we are not reading
             fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, BLOCK)
-        _drain(proc, out, err, deadline, max_bytes, name)
+        _drain(proc, sink or chunks.append, err, deadline, max_bytes, name)
         cpu_s = _reap(proc, deadline, name)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
@@ -108,14 +109,18 @@ def run_save(argv: list[str], deadline: float, max_bytes: int = MAX_OUTPUT) -> O
     if proc.returncode != 0:
         message = (err.decode("utf-8", "replace").strip().splitlines() or ["no message"])[0][:300]
         raise CollectError(f"{name} exited {proc.returncode}: {message}")
-    return Output(out, cpu_s)
+    return Output(chunks, cpu_s)
 
 
-def _drain(proc: subprocess.Popen[bytes], out: bytearray, err: bytearray, deadline: float, max_bytes: int,
-           name: str) -> None:
+def _drain(proc: subprocess.Popen[bytes], put: Callable[[bytes], object], err: bytearray, deadline: float,
+           max_bytes: int, name: str) -> None:
+    """stdout to `put` in chunks of whole lines (so a parse can free each as it goes: at 10k Services the
+    save is 25 MB, more than the rules parsed from it), stderr into `err`."""
     assert proc.stdout is not None and proc.stderr is not None
     fd_out, fd_err = proc.stdout.fileno(), proc.stderr.fileno()
+    out = bytearray()  # what is not yet a chunk
     line_start, skipping = 0, False  # where the last line in `out` begins; dropping an over-long line's rest
+    total = 0
     with selectors.DefaultSelector() as sel:
         sel.register(fd_out, selectors.EVENT_READ)
         sel.register(fd_err, selectors.EVENT_READ)
@@ -142,13 +147,20 @@ def _drain(proc: subprocess.Popen[bytes], out: bytearray, err: bytearray, deadli
                     if len(out) - line_start > MAX_LINE:  # kept one longer than the parser takes
                         del out[line_start + MAX_LINE + 1:]
                         skipping = True
-                    if len(out) > max_bytes:
+                    if line_start >= BLOCK:
+                        put(bytes(out[:line_start]))
+                        total += line_start
+                        del out[:line_start]
+                        line_start = 0
+                    if total + len(out) > max_bytes:
                         raise CollectError(f"{name} printed more than {max_bytes >> 20} MiB (killed)")
                     if len(data) < BLOCK // 2:
                         # A reader blocked on the pipe is woken by each 4 kB the save writes: thousands of
                         # wake-ups made the save 10-20% slower than into /dev/null. Letting the pipe fill
                         # takes the output in a few large reads.
                         time.sleep(NAP_S)
+    if out:
+        put(bytes(out))
 
 
 def _reap(proc: subprocess.Popen[bytes], deadline: float, name: str) -> float:
@@ -163,9 +175,17 @@ def _reap(proc: subprocess.Popen[bytes], deadline: float, name: str) -> float:
         time.sleep(0.005)
 
 
-def digest(data: bytes | bytearray) -> bytes:
+def digest(chunks: list[bytes]) -> bytes:
     """SHA-1 of a save without what changes when the rules do not (timestamps, built-in chains'
-    packet counters). Found with bytes.find (a few full scans in C), not a regex (5x slower)."""
+    packet counters: within a line, so never across chunks). Found with bytes.find (a few scans in C),
+    not a regex (5x slower)."""
+    h = hashlib.sha1()
+    for data in chunks:
+        _hash_chunk(h, data)
+    return h.digest()
+
+
+def _hash_chunk(h: hashlib._Hash, data: bytes) -> None:
     spans: list[tuple[int, int]] = []
     for opening, closing in _VOLATILE:
         at = data.find(opening)
@@ -174,26 +194,25 @@ def digest(data: bytes | bytearray) -> bytes:
             stop = len(data) if stop < 0 else stop
             spans.append((at + len(opening), stop))
             at = data.find(opening, stop)
-    h, view, pos = hashlib.sha1(), memoryview(data), 0
+    view, pos = memoryview(data), 0
     for first, last in sorted(spans):
         if first >= pos:
             h.update(view[pos:first])
             pos = last
     h.update(view[pos:])
-    return h.digest()
 
 
-def parse(data: bytes | bytearray, family: int) -> Parser:
-    """The whole output through one Parser, a megabyte of lines at a time (no 25 MB str, no list of 170k
-    lines: only the result grows)."""
+def _feed(parser: Parser, chunk: bytes) -> None:
+    parser.feed(str(chunk, "utf-8", "replace").split("\n"))
+
+
+def parse(chunks: list[bytes], family: int) -> Parser:
+    """The whole output through one Parser, chunk by chunk, each chunk let go once parsed (`chunks` is
+    emptied): what the parse holds grows as the raw text shrinks."""
     parser = Parser(family)
-    view, pos = memoryview(data), 0
-    while pos < len(data):
-        end = data.rfind(b"\n", pos, pos + BLOCK) + 1
-        if end <= pos:  # no line end within a block: up to the next one
-            end = data.find(b"\n", pos + BLOCK) + 1 or len(data)
-        parser.feed(str(view[pos:end], "utf-8", "replace").split("\n"))
-        pos = end
+    chunks.reverse()
+    while chunks:
+        _feed(parser, chunks.pop())
     return parser
 
 
@@ -202,19 +221,21 @@ def whole(parser: Parser, tool: str, listed: list[str] | None) -> str | None:
     if parser.incompatible:
         tables = ", ".join(sorted(set(parser.incompatible)))
         return (f"{tool} cannot show table {tables}: it holds rules iptables-nft cannot represent "
-                f"(\"# Table '{parser.incompatible[0]}' is incompatible, use 'nft' tool.\")")
+                f"(\"Table {parser.incompatible[0]} is incompatible, use 'nft' tool\")")
+    if parser.overlong:
+        return f"{tool} printed {parser.overlong} line(s) over {MAX_LINE} characters (no rule is that long)"
+    if parser.unparsed_count > 10 + MAX_UNPARSED_SHARE * parser.lines:
+        return (f"{tool} output did not parse: {parser.unparsed_count} of {parser.lines} lines not understood "
+                f"(first: {parser.unparsed[0][:100] if parser.unparsed else ''})")
     cut = [name for name, committed in parser.sections if not committed]
     if cut:
         return f"{tool} output ends without COMMIT for table {cut[0]} (truncated)"
     printed = {name for name, _ in parser.sections}
+    if parser.lines and not printed:
+        return f"{tool} printed {parser.lines} lines and no table"
     missing = sorted(set(listed or ()) - printed)
     if missing:
         return f"{tool} did not print table {', '.join(missing)}, which the kernel lists"
-    if parser.unparsed_count > 10 + MAX_UNPARSED_SHARE * parser.lines:
-        return (f"{tool} output did not parse: {parser.unparsed_count} of {parser.lines} lines not understood "
-                f"(first: {parser.unparsed[0] if parser.unparsed else ''})")
-    if parser.lines and not printed:
-        return f"{tool} printed {parser.lines} lines and no table"
     return None
 
 
@@ -235,11 +256,11 @@ class _Read:
     cpu_s: float = 0.0
     seen: set[tuple[int, str]] = field(default_factory=set)
 
-    def output(self, argv: list[str]) -> bytearray:
+    def output(self, argv: list[str]) -> list[bytes]:
         started = time.thread_time()
         out = run_save(argv, self.deadline)
         self.cpu_s += out.cpu_s + time.thread_time() - started
-        return out.data
+        return out.chunks
 
     def listed(self, family: int, backend: str) -> list[str] | None:
         if backend == "legacy":
@@ -256,27 +277,51 @@ class _Read:
         last = self.last.get(key)
         if backend == "nft" and self.nft is not None and last is not None and last.key == self.nft.generation:
             return last.ruleset  # nothing in nf_tables changed: the save is not even run
+        hashed = backend == "legacy" or self.nft is None  # nft: the generation says what changed
         started = time.thread_time()
-        data = self.output([tool])
-        mark: bytes | int = digest(data) if backend == "legacy" or self.nft is None else self.nft.generation
-        if last is not None and last.key == mark:
-            self.cpu_s += time.thread_time() - started
-            return last.ruleset
-        parser = parse(data, family)
-        del data
-        self.cpu_s += time.thread_time() - started
+        if last is None or not hashed:  # sure to be parsed: as it streams in, while the save still runs
+            parser, h = Parser(family), hashlib.sha1()
+
+            def take(chunk: bytes) -> None:
+                if hashed:
+                    _hash_chunk(h, chunk)
+                _feed(parser, chunk)
+
+            out = run_save([tool], self.deadline, sink=take)
+            mark: bytes | int = h.digest() if hashed or self.nft is None else self.nft.generation
+        else:
+            out = run_save([tool], self.deadline)
+            mark = digest(out.chunks) if hashed or self.nft is None else self.nft.generation
+            if last.key == mark:
+                self.cpu_s += out.cpu_s + time.thread_time() - started
+                return last.ruleset
+            parser = parse(out.chunks, family)
+        self.cpu_s += out.cpu_s + time.thread_time() - started
         why = whole(parser, tool, self.listed(family, backend))
         if why is not None:
             self.last.pop(key, None)
+            if parser.incompatible:
+                raise FailedRead(why, {"incompatible": [self._incompatible(family, backend, t)
+                                                        for t in sorted(set(parser.incompatible))]})
             raise CollectError(why)
         result = parser.result()
         self.last[key] = _Last(mark, result)
         return result
 
+    def _incompatible(self, family: int, backend: str, table: str) -> dict[str, object]:
+        """What can be named of a table iptables-nft cannot show: its chains as nf_tables lists them (names
+        only), those kube-proxy and iptables did not make first (another tool's: where the rule lies)."""
+        out: dict[str, object] = {"family": family, "backend": backend, "table": table, "tool": _tool(family, backend)}
+        try:
+            chains = nft_generation.list_chains("ip6" if family == 6 else "ip", table, 2.0)
+        except (OSError, KeyError):
+            return out
+        foreign = sorted(c for c in chains if not c.startswith("KUBE-") and c not in BUILTIN_CHAINS)
+        return {**out, "chains": len(chains), "foreign_chains": foreign[:50]}
+
     def kube_chains(self, family: int, backend: str) -> int:
         """KUBE-* chains in a backend's save, counted without a parse."""
-        data = self.output([_tool(family, backend)])
-        return data.count(b"\n:KUBE-") + data.startswith(b":KUBE-")
+        return sum(c.count(b"\n:KUBE-") + c.startswith(b":KUBE-") for c in self.output([_tool(family, backend)]))
 
 
 class IptablesReader:
@@ -336,11 +381,14 @@ def read(reading: _Read) -> IptablesState:
     for family in (4, 6):  # the nft save shows every table whatever -t says: read whole, once
         if readable(family, "nft"):
             done[family, "nft"] = reading.ruleset(family, "nft")
-    backend, reason = _hint_in_nft(done)
-    if backend is None:
-        backend, reason = _hint_in_legacy(reading, readable, legacy_tables)
+    backend, reason = _hint(done, "nft")
+    if backend is None:  # the legacy saves in full, not `-t mangle`: on a legacy node they are read anyway
+        for family in (4, 6):
+            if readable(family, "legacy") and "mangle" in legacy_tables[family]:
+                done[family, "legacy"] = reading.ruleset(family, "legacy")
+        backend, reason = _hint(done, "legacy")
     if backend is None:  # no kubelet hint: the backend with more rules, as iptables-wrappers decides
-        if readable(4, "legacy"):
+        if readable(4, "legacy") and (4, "legacy") not in done:
             done[4, "legacy"] = reading.ruleset(4, "legacy")
         counts = {b: sum(t.rule_count for t in done[4, b].tables.values()) if (4, b) in done else 0
                   for b in BACKENDS}
@@ -368,23 +416,11 @@ def read(reading: _Read) -> IptablesState:
                          read_at=time.time())
 
 
-def _hint_in_nft(done: dict[tuple[int, str], RuleSet]) -> tuple[str | None, str]:
+def _hint(done: dict[tuple[int, str], RuleSet], backend: str) -> tuple[str | None, str]:
     for family in (4, 6):
-        rs = done.get((family, "nft"))
+        rs = done.get((family, backend))
         chains = set(rs.table("mangle").chains) if rs is not None else set()
         for hint in HINT_CHAINS:
             if hint in chains:
-                return "nft", f"{hint} chain in the {_tool(family, 'nft')[:-5]} mangle table"
-    return None, ""
-
-
-def _hint_in_legacy(reading: _Read, readable: Callable[[int, str], bool], legacy_tables: dict[int, list[str]]
-                    ) -> tuple[str | None, str]:
-    """Only where mangle exists: `iptables-legacy-save -t mangle` would create a missing one."""
-    for family in (4, 6):
-        if readable(family, "legacy") and "mangle" in legacy_tables[family]:
-            text = reading.output([_tool(family, "legacy"), "-t", "mangle"]).decode("utf-8", "replace")
-            m = _HINT.search(text)
-            if m:
-                return "legacy", f"{m.group(1)} chain in the {_tool(family, 'legacy')[:-5]} mangle table"
+                return backend, f"{hint} chain in the {_tool(family, backend)[:-5]} mangle table"
     return None, ""

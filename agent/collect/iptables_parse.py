@@ -37,7 +37,7 @@ MAX_EVIDENCE = 300  # characters of each
 MAX_LINE = 16 << 10  # iptables prints no rule near this long (a comment is at most 256 characters)
 BUILTIN_CHAINS = frozenset({"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"})
 # iptables-nft-save's line for a table holding rules it cannot show (added by another nft user)
-_INCOMPATIBLE = re.compile(r"# Table '([^']*)' is incompatible")
+_INCOMPATIBLE = re.compile(r"# Table [`']([^']*)' is incompatible")  # "# Table `nat' is incompatible, use 'nft' tool."
 _UNESCAPE = re.compile(r"\\(.)")
 
 
@@ -170,6 +170,7 @@ class Parser:
         self.sections: list[tuple[str, bool]] = []  # (table, ended with COMMIT) per `*table` line, in order
         self.incompatible: list[str] = []  # tables iptables-nft-save said it cannot show
         self.lines = 0  # lines that were not blank
+        self.overlong = 0  # lines over MAX_LINE (recorded, not read)
         self.unparsed: list[str] = []
         self.unparsed_count = 0
         self.dangling: list[Jump] = []
@@ -189,14 +190,17 @@ class Parser:
 
     def feed(self, lines: Iterable[str]) -> None:
         for line in lines:
+            if len(line) > MAX_LINE:  # before anything copies it
+                self.lines += 1
+                self.overlong += 1
+                self._unparsed(line, "line too long")
+                continue
             line = line.rstrip("\r\n")
             if not line:
                 continue
             self.lines += 1
             head = line[0]
-            if len(line) > MAX_LINE:
-                self._unparsed(line, "line too long")
-            elif head == "-":
+            if head == "-":
                 if self.table is None:
                     self._unparsed(line, "rule outside a table")
                 elif line.startswith("-A ") or line.startswith("-I "):

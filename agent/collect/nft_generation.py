@@ -21,11 +21,12 @@ from dataclasses import dataclass
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_NFTABLES = 10
-NFT_MSG_GETTABLE, NFT_MSG_GETGEN = 1, 16
-NFTA_TABLE_NAME, NFTA_GEN_ID = 1, 1
+NFT_MSG_GETTABLE, NFT_MSG_GETCHAIN, NFT_MSG_GETGEN = 1, 4, 16
+NFTA_TABLE_NAME, NFTA_GEN_ID, NFTA_CHAIN_TABLE, NFTA_CHAIN_NAME = 1, 1, 1, 3
 NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 FAMILY_NAMES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
+FAMILY_NUMBERS = {name: number for number, name in FAMILY_NAMES.items()}
 MAX_REPLY = 64 << 10  # one receive; a table list of thousands of tables takes several
 MAX_MESSAGES = 100_000  # replies to one request: a bound, not a limit anyone meets
 
@@ -55,9 +56,10 @@ def _attr(payload: bytes, kind: int) -> bytes | None:
     return None
 
 
-def _request(sock: socket.socket, seq: int, msg: int, dump: bool) -> list[bytes]:
+def _request(sock: socket.socket, seq: int, msg: int, dump: bool, family: int = socket.AF_UNSPEC,
+             payload: bytes = b"") -> list[bytes]:
     """One GET request; each reply's nfgenmsg and attributes."""
-    body = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0)
+    body = struct.pack("=BBH", family, 0, 0) + payload
     flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else 0)
     sock.send(_HDR.pack(_HDR.size + len(body), (NFNL_SUBSYS_NFTABLES << 8) | msg, flags, seq, 0) + body)
     out: list[bytes] = []
@@ -95,9 +97,7 @@ def read_info(timeout_s: float = 2.0) -> NfTablesInfo:
         for _ in range(3):
             gen = _generation(sock, seq + 1)
             replies = _request(sock, seq + 2, NFT_MSG_GETTABLE, dump=True)
-            tables = tuple((FAMILY_NAMES.get(m[0], str(m[0])),
-                            (_attr(m[4:], NFTA_TABLE_NAME) or b"").split(b"\0", 1)[0].decode("utf-8", "replace"))
-                           for m in replies)
+            tables = tuple((FAMILY_NAMES.get(m[0], str(m[0])), _text(_attr(m[4:], NFTA_TABLE_NAME))) for m in replies)
             seq += 3
             if _generation(sock, seq) == gen:
                 return NfTablesInfo(gen, tables)
@@ -110,6 +110,22 @@ def _generation(sock: socket.socket, seq: int) -> int:
         if value is not None and len(value) == 4:
             return int(struct.unpack(">I", value)[0])
     raise NetlinkError("nf_tables netlink: no generation in the reply")
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def list_chains(family: str, table: str, timeout_s: float = 2.0) -> tuple[str, ...]:
+    """The names of a table's chains (one GETCHAIN dump of that table: names only, no rules)."""
+    name = table.encode() + b"\0"
+    attr = _ATTR.pack(4 + len(name), NFTA_CHAIN_TABLE) + name
+    attr += b"\0" * (-len(attr) % 4)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
+        sock.settimeout(timeout_s)
+        sock.bind((0, 0))
+        replies = _request(sock, 1, NFT_MSG_GETCHAIN, True, FAMILY_NUMBERS[family], attr)
+        return tuple(_text(_attr(m[4:], NFTA_CHAIN_NAME)) for m in replies)
 
 
 def read_generation(timeout_s: float = 2.0) -> int:

@@ -49,6 +49,9 @@ class Source(Generic[T]):
     duration_s: float = 0.0
     data: T | None = None
     note: str | None = None  # why it is absent, in a sentence
+    # What a failed read could still establish about its own failure (nothing it would judge), for the
+    # checks that judge the failure itself: e.g. which tables iptables-nft-save cannot show
+    detail: dict[str, Any] | None = None
 
 
 @dataclass

@@ -67,6 +67,8 @@ class Views:
     mode: ModeDecision
     iptables: tuple[IptablesView, ...] = ()  # per IP family read, whatever the proxy mode
     expected: tuple[ExpectedPort, ...] | None = None  # None: no usable cluster state
+    # the cluster state `expected` was derived from (not saved: it relates objects of one process)
+    expected_source: object = field(default=None, compare=False, repr=False, metadata={"transient": True})
     programmed: ProgrammedServices | None = None  # the decided mode's; None: its rules were not read
     nftables_ports: tuple[ProgrammedPort, ...] | None = None  # kube-proxy's nftables tables, when read
 
