@@ -12,6 +12,7 @@ from __future__ import annotations
 from agent.checks import programmed_nftables
 from agent.checks.expected import expected_ports
 from agent.checks.iptables_names import learn_names
+from agent.checks.localhost_nodeports import serves_localhost_nodeports
 from agent.checks.mode import decide_mode
 from agent.checks.programmed import programmed
 from agent.checks.programmed_iptables import programmed_ports_of
@@ -29,7 +30,9 @@ def derive(snap: Snapshot, previous: Views | None = None) -> Views:
     nft = snap.nftables.data if snap.nftables.ok else None
     return Views(
         mode=mode, iptables=iptables,
-        expected=tuple(expected_ports(cluster, snap.node)) if cluster is not None and cluster.usable else None,
+        expected=tuple(expected_ports(cluster, snap.node,
+                                      localhost_nodeports=serves_localhost_nodeports(snap, mode.mode)))
+        if cluster is not None and cluster.usable else None,
         programmed=programmed(snap, mode, iptables),
         nftables_ports=tuple(programmed_nftables.programmed_ports(nft)) if nft is not None and nft.tables else None)
 

@@ -7,7 +7,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agent.catalogue import finding
+from agent.checks.families import served_families
+from agent.checks.iptables_names import service_names
 from agent.checks.iptables_scope import scope
+from agent.checks.programmed_iptables import reaches_node_ports
 from agent.model import Finding, Snapshot
 from agent.model.iptables import RuleSet, jump_target
 
@@ -36,8 +39,11 @@ def check(snap: Snapshot) -> Iterator[Finding]:
     sc = scope(snap)
     if sc is None:
         return
+    served = served_families(snap)
     for rs in sc.state.rulesets:
-        yield from findings_of(rs, sc.state.backend, sc.kube_proxy_iptables, sc.version, sc.version_text)
+        # kube-proxy writes no rules for a family the node has no address of (an IPv6-only node: no IPv4 tables)
+        judged = sc.kube_proxy_iptables and (served is None or rs.family in served)
+        yield from findings_of(rs, sc.state.backend, judged, sc.version, sc.version_text)
 
 
 def findings_of(rs: RuleSet, backend: str, kube_proxy_iptables: bool, version: tuple[int, int],
@@ -85,12 +91,40 @@ def _skeleton(sc: Context, rs: RuleSet) -> Iterator[Finding]:
             yield finding("iptables.hook_missing", f"{table}/{builtin}", evidence={
                 "table": table, "builtin": builtin, "chain": chain, "rules": list(rules[:20]), **common})
     services = rs.table("nat").dispatch.get("KUBE-SERVICES")
-    if "KUBE-SERVICES" in present.get("nat", set()):
+    if "KUBE-SERVICES" in present.get("nat", set()) and "KUBE-NODEPORTS" in present.get("nat", set()):
         last = services[-1] if services else None
-        if last is None or last.target != "KUBE-NODEPORTS":
+        if not reaches_node_ports(rs.table("nat")):
+            yield _nodeports_unreached(rs, common)
+        elif last is None or last.target != "KUBE-NODEPORTS":
             yield finding("iptables.nodeports_not_last", "nat/KUBE-SERVICES", evidence={
-                "last_rule": last.text if last else "(the chain is empty)",
-                "has_nodeports_jump": any(r.target == "KUBE-NODEPORTS" for r in services or []), **common})
+                "last_rule": last.text if last else "(the chain is empty)", "has_nodeports_jump": True, **common})
+    yield from _masquerade(rs, present.get("nat", set()), common)
+
+
+def _nodeports_unreached(rs: RuleSet, common: dict[str, object]) -> Finding:
+    """No jump to KUBE-NODEPORTS: every NodePort rule is dead. Named by the rules' own comments."""
+    rules = [r for r in rs.table("nat").dispatch.get("KUBE-NODEPORTS", ()) if r.destination is None and r.dport]
+    ports = sorted({f"{(service_names(r.comment) or ['?'])[0]} :{r.dport}" for r in rules})
+    return finding("iptables.nodeports_jump_missing", "nat/KUBE-SERVICES", evidence={
+        "count": len(ports), "node_ports": ", ".join(ports) or "none yet", **common},
+        severity=None if ports else "warning")
+
+
+# kube-proxy's masquerade pair: the mark (iptables-save prints `--or-mark 0x4000` as `--set-xmark 0x4000/0x4000`)
+# and the MASQUERADE of marked packets
+_MASQUERADE = (("KUBE-MARK-MASQ", "MARK --or-mark / --set-xmark", (" --or-mark ", " --set-xmark ")),
+               ("KUBE-POSTROUTING", "MASQUERADE", (" -j MASQUERADE",)))
+
+
+def _masquerade(rs: RuleSet, nat_chains: set[str], common: dict[str, object]) -> Iterator[Finding]:
+    plain = rs.table("nat").plain
+    for chain, what, needles in _MASQUERADE:
+        if chain not in nat_chains:
+            continue  # chain_missing says so
+        rules = plain.get(chain, ())
+        if not any(n in rule for rule in rules for n in needles):
+            yield finding("iptables.masquerade_missing", f"nat/{chain}", evidence={
+                "chain": chain, "missing": what, "rules": list(rules[:10]), **common})
 
 
 def _leftovers(sc: Context, rs: RuleSet) -> Iterator[Finding]:
