@@ -26,8 +26,9 @@ BACKENDS = ("legacy", "nft")
 def ipv6_node(node: Node, fixture: str, backend: str) -> None:
     """An IPv6-only node: kube-proxy (iptables mode) and kubelet as on kubeadm, the fixture's rules and the IPv6
     node around them (node-base6.rules), IPv6 forwarding on, the Node's InternalIP 2001:db8::1 on an interface."""
-    node.sh("ip", "link", "add", "eth0", "type", "dummy")
-    node.sh("ip", "link", "set", "eth0", "up")
+    node.sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")  # (no dummy module here)
+    for link in ("eth0", "eth1"):
+        node.sh("ip", "link", "set", link, "up")
     node.sh("ip", "addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad")
     node.sysctl("net.ipv6.conf.all.forwarding", 1)
     node.kube_proxy("--hostname-override=test-node", config=DATA / "kubeadm" / "kube-proxy-config.conf")
