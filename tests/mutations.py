@@ -157,6 +157,28 @@ HOOK = Fault("hook_deleted", (("-t", "nat", "-D", "PREROUTING", "-m", "comment",
              ("iptables.hook_missing", "nat/PREROUTING"))
 
 
+# Node-wide faults on the chains around kube-proxy's Service rules (issue 17.6): the same on every IPv4 node, so
+# applied to one fixture.
+_FORWARD_ACCEPT = ("-m", "comment", "--comment", "kubernetes forwarding rules", "-m", "mark", "--mark",
+                   "0x4000/0x4000", "-j", "ACCEPT")
+NODE_WIDE = (
+    Fault("proxy_canary_deleted", (("-t", "nat", "-X", "KUBE-PROXY-CANARY"),),
+          ("iptables.canary_missing", "nat/KUBE-PROXY-CANARY")),
+    Fault("kubelet_canary_deleted", (("-t", "mangle", "-X", "KUBE-KUBELET-CANARY"),),
+          ("iptables.canary_missing", "mangle/KUBE-KUBELET-CANARY")),
+    Fault("forward_accept_deleted_policy_drop", (("-t", "filter", "-P", "FORWARD", "DROP"),
+                                                 ("-t", "filter", "-D", "KUBE-FORWARD", *_FORWARD_ACCEPT)),
+          ("iptables.forward_accept_missing", "filter/FORWARD")),
+    Fault("localnet_block_deleted", (("-t", "filter", "-D", "KUBE-FIREWALL", "-m", "comment", "--comment",
+                                      "block incoming localnet connections", "-d", "127.0.0.0/8", "!", "-s",
+                                      "127.0.0.0/8", "-m", "conntrack", "!", "--ctstate",
+                                      "RELATED,ESTABLISHED,DNAT", "-j", "DROP"),),
+          ("iptables.localnet_block_missing", "filter/KUBE-FIREWALL")),
+)
+# A control: kube-proxy's FORWARD accept deleted while FORWARD accepts everything anyway changes no packet.
+FORWARD_ACCEPT_DELETED_POLICY_ACCEPT = (("-t", "filter", "-D", "KUBE-FORWARD", *_FORWARD_ACCEPT),)
+
+
 def reordered_dispatch(restore_text: str) -> tuple[tuple[str, ...], ...] | None:
     """A control: the last Service dispatch rule moved to the top of KUBE-SERVICES. kube-proxy's order of
     Services is not a contract (its tests sort them), so nothing may be reported."""

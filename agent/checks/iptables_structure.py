@@ -43,11 +43,12 @@ def check(snap: Snapshot) -> Iterator[Finding]:
     for rs in sc.state.rulesets:
         # kube-proxy writes no rules for a family the node has no address of (an IPv6-only node: no IPv4 tables)
         judged = sc.kube_proxy_iptables and (served is None or rs.family in served)
-        yield from findings_of(rs, sc.state.backend, judged, sc.version, sc.version_text)
+        yield from findings_of(rs, sc.state.backend, judged, sc.version, sc.version_text,
+                               kubelet_running=snap.kubelet.ok and snap.kubelet.data is not None)
 
 
 def findings_of(rs: RuleSet, backend: str, kube_proxy_iptables: bool, version: tuple[int, int],
-                version_text: str) -> tuple[Finding, ...]:
+                version_text: str, *, kubelet_running: bool = False) -> tuple[Finding, ...]:
     sc = Context(backend, kube_proxy_iptables, version, version_text)
     out = list(_leftovers(sc, rs))
     for jump in rs.dangling:
@@ -56,6 +57,7 @@ def findings_of(rs: RuleSet, backend: str, kube_proxy_iptables: bool, version: t
             "family": rs.family}))
     if kube_proxy_iptables and (rs.family == 4 or serves_family(rs)):
         out.extend(_skeleton(sc, rs))
+        out.extend(node_wide(rs, backend, kubelet_running=kubelet_running))
     return tuple(out)
 
 
@@ -99,6 +101,42 @@ def _skeleton(sc: Context, rs: RuleSet) -> Iterator[Finding]:
             yield finding("iptables.nodeports_not_last", "nat/KUBE-SERVICES", evidence={
                 "last_rule": last.text if last else "(the chain is empty)", "has_nodeports_jump": True, **common})
     yield from _masquerade(rs, present.get("nat", set()), common)
+
+
+# Canary chains: empty chains whose disappearance tells their owner that something flushed the tables
+# (kube-proxy's iptables proxier: mangle, nat, filter; kubelet: mangle, where its hint chain lives).
+CANARIES = (("KUBE-PROXY-CANARY", "kube-proxy", ("mangle", "nat", "filter")),
+            ("KUBE-KUBELET-CANARY", "kubelet", ("mangle",)))
+# kube-proxy's KUBE-FORWARD accepts, which a FORWARD policy of DROP needs (pkg/proxy/iptables/proxier.go)
+FORWARD_ACCEPTS = (("marked Service traffic", ("-m mark --mark ", "-j ACCEPT")),
+                   ("its replies", ("RELATED,ESTABLISHED", "-j ACCEPT")))
+
+
+def node_wide(rs: RuleSet, backend: str, *, kubelet_running: bool) -> Iterator[Finding]:
+    """kube-proxy's and kubelet's node-wide chains: the canaries, the FORWARD accepts, the localnet block."""
+    common = {"family": rs.family, "backend": backend}
+    for chain, owner, tables in CANARIES:
+        if owner == "kubelet" and not kubelet_running:
+            continue
+        for table in tables:
+            if table in rs.tables and chain not in rs.tables[table].chains:
+                yield finding("iptables.canary_missing", f"{table}/{chain}", evidence={
+                    "table": table, "chain": chain, "owner": owner, **common})
+    filt = rs.tables.get("filter")
+    if filt is None:
+        return
+    forward = filt.plain.get("KUBE-FORWARD", ())
+    if filt.policies.get("FORWARD") == "DROP" and "KUBE-FORWARD" in filt.chains:
+        missing = [what for what, needles in FORWARD_ACCEPTS
+                   if not any(all(n in rule for n in needles) for rule in forward)]
+        if missing:
+            yield finding("iptables.forward_accept_missing", "filter/FORWARD", evidence={
+                "missing": " and ".join(missing), "rules": list(forward[:10]), **common})
+    if rs.family == 4 and "KUBE-FIREWALL" in filt.chains:
+        rules = filt.plain.get("KUBE-FIREWALL", ())
+        if not any("-d 127.0.0.0/8" in rule and "-j DROP" in rule for rule in rules):
+            yield finding("iptables.localnet_block_missing", "filter/KUBE-FIREWALL", evidence={
+                "rules": list(rules[:10]), **common})
 
 
 def _nodeports_unreached(rs: RuleSet, common: dict[str, object]) -> Finding:

@@ -235,3 +235,24 @@ def test_probability_rung_deleted_beside_its_affinity_twin() -> None:
     (f,) = [f for f in run_checks(snap_of(text, NODE_BASE)) if f.id == "iptables.affinity_without_ladder"]
     assert (f.service, f.severity, f.evidence["ladder"]) == ("ns5/svc5:p80", "critical", 0)
     assert iptables_problems(snap_of(text, NODE_BASE)) == {("iptables.affinity_without_ladder", "ns5/svc5:p80")}
+
+
+def test_deleted_canary_is_canary_missing() -> None:
+    base = NODE_BASE.replace("*nat\n:KUBE-KUBELET-CANARY - [0:0]\n:KUBE-PROXY-CANARY - [0:0]\n",
+                             "*nat\n:KUBE-KUBELET-CANARY - [0:0]\n")
+    assert iptables_problems(snap_of(OVERALL, base)) == {("iptables.canary_missing", "nat/KUBE-PROXY-CANARY")}
+
+
+def test_forward_policy_drop_needs_kube_forwards_accepts() -> None:
+    text = without(OVERALL, r"^-A KUBE-FORWARD .*--mark 0x4000/0x4000 -j ACCEPT")
+    assert iptables_problems(snap_of(text, NODE_BASE)) == set()  # FORWARD accepts anyway
+    dropping = text.replace(":FORWARD ACCEPT [0:0]", ":FORWARD DROP [0:0]")
+    assert dropping != text
+    assert iptables_problems(snap_of(dropping, NODE_BASE)) == {("iptables.forward_accept_missing", "filter/FORWARD")}
+    assert iptables_problems(snap_of(OVERALL.replace(":FORWARD ACCEPT [0:0]", ":FORWARD DROP [0:0]"),
+                                     NODE_BASE)) == set()
+
+
+def test_deleted_localnet_block_is_localnet_block_missing() -> None:
+    text = without(OVERALL, r"^-A KUBE-FIREWALL .*block incoming localnet")
+    assert iptables_problems(snap_of(text, NODE_BASE)) == {("iptables.localnet_block_missing", "filter/KUBE-FIREWALL")}

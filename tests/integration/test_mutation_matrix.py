@@ -16,13 +16,14 @@ from tests.integration.test_nftables import FIXTURE_NAMES as NFT_FIXTURES
 from tests.integration.test_nftables import NFT, handle_of, nftables_node
 from tests.integration.test_nftables import check as nft_check
 from tests.integration.test_rules_iptables import FULL, IPT, OVERALL, check_with, load
-from tests.mutations import HOOK, Fault, faults, reordered_dispatch
+from tests.mutations import FORWARD_ACCEPT_DELETED_POLICY_ACCEPT, HOOK, NODE_WIDE, Fault, faults, reordered_dispatch
 from tests.nft_mutations import NftFault
 from tests.nft_mutations import faults as nft_faults
 from tests.testbed import Node, problems
 
 BACKENDS = ("legacy", "nft")
 CASES = [(fixture, fault) for fixture in FULL for fault in [*faults((IPT / f"{fixture}.rules").read_text()), HOOK]]
+CASES += [("v1.3x_TestOverallIPTablesRules", fault) for fault in NODE_WIDE]
 
 
 def apply(node: Node, backend: str, commands: tuple[tuple[str, ...], ...]) -> None:
@@ -57,7 +58,9 @@ def test_every_kind_appears_in_the_matrix() -> None:
                      # issue 17
                      "masquerade_mark_deleted", "masquerade_deleted", "lb_allow_deleted", "lb_drop_deleted",
                      "local_drop_deleted", "local_external_dispatch_deleted", "local_nodeport_deleted",
-                     "affinity_rung_deleted", "localhost_twin_deleted", "nodeports_jump_deleted"}
+                     "affinity_rung_deleted", "localhost_twin_deleted", "nodeports_jump_deleted",
+                     "proxy_canary_deleted", "kubelet_canary_deleted", "forward_accept_deleted_policy_drop",
+                     "localnet_block_deleted"}
 
 
 CONTROLS = [f for f in FULL if reordered_dispatch((IPT / f"{f}.rules").read_text())]
@@ -71,6 +74,13 @@ def test_reordered_dispatch_is_silent(node: Node, tmp_path: Path, fixture: str, 
     assert commands is not None
     apply(node, backend, commands)
     assert problems(check_with(node, fixture, tmp_path, grace="0")) == set()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_forward_accept_deleted_under_an_accept_policy_is_silent(node: Node, tmp_path: Path, backend: str) -> None:
+    load(node, OVERALL, backend)
+    apply(node, backend, FORWARD_ACCEPT_DELETED_POLICY_ACCEPT)
+    assert problems(check_with(node, OVERALL, tmp_path, grace="0")) == set()
 
 
 # nftables mode ------------------------------------------------------------------------------------------------
