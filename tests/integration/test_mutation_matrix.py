@@ -15,7 +15,7 @@ import pytest
 from tests.integration.test_nftables import FIXTURE_NAMES as NFT_FIXTURES
 from tests.integration.test_nftables import NFT, handle_of, nftables_node
 from tests.integration.test_nftables import check as nft_check
-from tests.integration.test_rules_iptables import FULL, IPT, OVERALL, check_with, load
+from tests.integration.test_rules_iptables import FULL, IPT, OVERALL, check_with, items_of, load
 from tests.mutations import FORWARD_ACCEPT_DELETED_POLICY_ACCEPT, HOOK, NODE_WIDE, Fault, faults, reordered_dispatch
 from tests.nft_mutations import NftFault
 from tests.nft_mutations import faults as nft_faults
@@ -132,3 +132,16 @@ def test_structure_fault_is_found_without_an_api(node: Node, kind: str, commands
     assert {p for p in problems(doc) if p[0].startswith("iptables.")} == {expect}, kind
     hit = next(f for f in doc["findings"] if (f["id"], f["service"] or f["subject"]) == expect)
     assert hit["severity"] == "critical"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_target_port_changed_on_the_service_only_is_silent(node: Node, tmp_path: Path, backend: str) -> None:
+    """A control: kube-proxy takes endpoint ports from the EndpointSlices, never the Service's targetPort, so a
+    Service edited while its slices keep the old port changes nothing kube-proxy writes."""
+    load(node, OVERALL, backend)
+    items = items_of(OVERALL)
+    for item in items:
+        if item["kind"] == "Service":
+            for port in item["spec"]["ports"]:
+                port["targetPort"] = 8443
+    assert problems(check_with(node, OVERALL, tmp_path, items, grace="0")) == set()
