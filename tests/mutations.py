@@ -37,6 +37,9 @@ class Fault:
     kind: str
     commands: tuple[tuple[str, ...], ...]  # argv after the iptables binary
     expect: tuple[str, str]  # (finding id, service or subject)
+    severity: str = "warning+"  # "info": the finding is informational (traffic unchanged), nothing else may warn
+    # other subjects the fault truly breaks, which may be named too (a node-wide fault kills these Services)
+    also: frozenset[str] = frozenset()
 
     def __str__(self) -> str:
         return self.kind
@@ -98,6 +101,53 @@ def faults(restore_text: str) -> list[Fault]:
                       and r.service not in dropping)
     if nodeport:
         out.append(Fault("nodeport_deleted", (_delete(nodeport),), ("rules.service_missing", nodeport.service)))
+    out.extend(_issue17_faults(rs, dropping, affinity))
+    return out
+
+
+def _issue17_faults(rs: list[Rule], dropping: set[str], affinity: set[str]) -> list[Fault]:
+    """The kinds issue 17 found unseen: masquerade, source ranges, traffic policy Local, affinity twins, localhost
+    NodePorts, the jump to KUBE-NODEPORTS."""
+    out: list[Fault] = []
+    mark = _first(rs, lambda r: r.table == "nat" and r.chain == "KUBE-MARK-MASQ" and "--or-mark" in r.spec)
+    if mark:
+        out.append(Fault("masquerade_mark_deleted", (_delete(mark),),
+                         ("iptables.masquerade_missing", "nat/KUBE-MARK-MASQ")))
+    masq = _first(rs, lambda r: r.table == "nat" and r.chain == "KUBE-POSTROUTING" and "-j MASQUERADE" in r.spec)
+    if masq:
+        out.append(Fault("masquerade_deleted", (_delete(masq),),
+                         ("iptables.masquerade_missing", "nat/KUBE-POSTROUTING")))
+    allow = _first(rs, lambda r: r.chain.startswith("KUBE-FW-") and " -s " in f" {r.spec}" and "-j KUBE-EXT-" in r.spec)
+    if allow:
+        out.append(Fault("lb_allow_deleted", (_delete(allow),), ("rules.lb_source_range_missing", allow.service)))
+    fw_drop = _first(rs, lambda r: r.table == "filter" and r.chain == "KUBE-PROXY-FIREWALL" and "-j DROP" in r.spec)
+    if fw_drop:
+        out.append(Fault("lb_drop_deleted", (_delete(fw_drop),),
+                         ("rules.lb_source_ranges_not_enforced", fw_drop.service)))
+    local_drop = _first(rs, lambda r: r.table == "filter" and r.comment.endswith(" has no local endpoints"))
+    if local_drop:
+        out.append(Fault("local_drop_deleted", (_delete(local_drop),), ("rules.reject_missing", local_drop.service)))
+    # traffic policy Local without a local endpoint: the nat dispatch node-local clients still take
+    ext = _first(rs, lambda r: r.table == "nat" and r.chain == "KUBE-SERVICES" and r.service in dropping
+                 and r.comment.endswith((" external IP", " loadbalancer IP")))
+    if ext:
+        out.append(Fault("local_external_dispatch_deleted", (_delete(ext),), ("rules.service_missing", ext.service)))
+    local_np = _first(rs, lambda r: r.table == "nat" and r.chain == "KUBE-NODEPORTS" and r.service in dropping
+                      and "127.0.0.0/8" not in r.spec)
+    if local_np:
+        out.append(Fault("local_nodeport_deleted", (_delete(local_np),), ("rules.service_missing", local_np.service)))
+    rung = _first(rs, lambda r: r.chain in affinity and "-j KUBE-SEP-" in r.spec and "--rcheck" not in r.spec)
+    if rung:
+        out.append(Fault("affinity_rung_deleted", (_delete(rung),), ("rules.endpoint_missing", rung.service)))
+    twin = _first(rs, lambda r: r.table == "nat" and r.chain == "KUBE-NODEPORTS" and "127.0.0.0/8" in r.spec)
+    if twin:
+        out.append(Fault("localhost_twin_deleted", (_delete(twin),),
+                         ("rules.localhost_node_port_missing", twin.service), severity="info"))
+    jump = _first(rs, lambda r: r.table == "nat" and r.chain == "KUBE-SERVICES" and "-j KUBE-NODEPORTS" in r.spec)
+    if jump:
+        killed = frozenset(r.service for r in rs if r.table == "nat" and r.chain == "KUBE-NODEPORTS")
+        out.append(Fault("nodeports_jump_deleted", (_delete(jump),),
+                         ("iptables.nodeports_jump_missing", "nat/KUBE-SERVICES"), also=killed))
     return out
 
 
@@ -105,6 +155,28 @@ def faults(restore_text: str) -> list[Fault]:
 HOOK = Fault("hook_deleted", (("-t", "nat", "-D", "PREROUTING", "-m", "comment", "--comment",
                                "kubernetes service portals", "-j", "KUBE-SERVICES"),),
              ("iptables.hook_missing", "nat/PREROUTING"))
+
+
+# Node-wide faults on the chains around kube-proxy's Service rules (issue 17.6): the same on every IPv4 node, so
+# applied to one fixture.
+_FORWARD_ACCEPT = ("-m", "comment", "--comment", "kubernetes forwarding rules", "-m", "mark", "--mark",
+                   "0x4000/0x4000", "-j", "ACCEPT")
+NODE_WIDE = (
+    Fault("proxy_canary_deleted", (("-t", "nat", "-X", "KUBE-PROXY-CANARY"),),
+          ("iptables.canary_missing", "nat/KUBE-PROXY-CANARY")),
+    Fault("kubelet_canary_deleted", (("-t", "mangle", "-X", "KUBE-KUBELET-CANARY"),),
+          ("iptables.canary_missing", "mangle/KUBE-KUBELET-CANARY")),
+    Fault("forward_accept_deleted_policy_drop", (("-t", "filter", "-P", "FORWARD", "DROP"),
+                                                 ("-t", "filter", "-D", "KUBE-FORWARD", *_FORWARD_ACCEPT)),
+          ("iptables.forward_accept_missing", "filter/FORWARD")),
+    Fault("localnet_block_deleted", (("-t", "filter", "-D", "KUBE-FIREWALL", "-m", "comment", "--comment",
+                                      "block incoming localnet connections", "-d", "127.0.0.0/8", "!", "-s",
+                                      "127.0.0.0/8", "-m", "conntrack", "!", "--ctstate",
+                                      "RELATED,ESTABLISHED,DNAT", "-j", "DROP"),),
+          ("iptables.localnet_block_missing", "filter/KUBE-FIREWALL")),
+)
+# A control: kube-proxy's FORWARD accept deleted while FORWARD accepts everything anyway changes no packet.
+FORWARD_ACCEPT_DELETED_POLICY_ACCEPT = (("-t", "filter", "-D", "KUBE-FORWARD", *_FORWARD_ACCEPT),)
 
 
 def reordered_dispatch(restore_text: str) -> tuple[tuple[str, ...], ...] | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from agent.checks import programmed_nftables
 from agent.checks.expected import expected_ports
 from agent.checks.iptables_names import learn_names
+from agent.checks.localhost_nodeports import serves_localhost_nodeports
 from agent.checks.mode import decide_mode
 from agent.checks.programmed import programmed
 from agent.checks.programmed_iptables import programmed_ports_of
@@ -30,13 +31,17 @@ def derive(snap: Snapshot, previous: Views | None = None) -> Views:
     cluster = snap.cluster.data if snap.cluster.ok else None
     nft = snap.nftables.data if snap.nftables.ok else None
     usable = cluster is not None and cluster.usable
+    localhost = serves_localhost_nodeports(snap, mode.mode)  # what kube-proxy's settings add to the expected
+    source = (cluster, localhost)
     expected = None
-    if usable and previous is not None and previous.expected_source is cluster and previous.expected is not None:
+    if (usable and previous is not None and isinstance(previous.expected_source, tuple)
+            and previous.expected_source[0] is cluster and previous.expected_source[1] == localhost
+            and previous.expected is not None):
         expected = previous.expected
     elif cluster is not None and usable:
-        expected = tuple(expected_ports(cluster, snap.node))
+        expected = tuple(expected_ports(cluster, snap.node, localhost_nodeports=localhost))
     return Views(
-        mode=mode, iptables=iptables, expected=expected, expected_source=cluster if usable else None,
+        mode=mode, iptables=iptables, expected=expected, expected_source=source if usable else None,
         programmed=programmed(snap, mode, iptables),
         nftables_ports=tuple(programmed_nftables.programmed_ports(nft)) if nft is not None and nft.tables else None)
 

@@ -9,6 +9,7 @@ Pure functions over the compact cluster model; no I/O.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from agent.model.cluster import ClusterState, EndpointSpec, ServicePortSpec, ServiceSpec, SliceSpec
@@ -103,7 +104,18 @@ def _categorize(svc: ServiceSpec, sp: ServicePortSpec, eps: list[_Ep], node: str
     return cluster, local_eps, has_any, usable
 
 
-def expected_ports(state: ClusterState, node: str) -> list[ExpectedPort]:
+def normalise_range(text: str) -> str | None:
+    """A loadBalancerSourceRanges entry as kube-proxy uses it (spaces trimmed), in the form rules print it
+    ("203.0.113.0/25"; a host without its /32 or /128, as the iptables reader keeps it); None: not a CIDR."""
+    try:
+        net = ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        return None
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def expected_ports(state: ClusterState, node: str, *, localhost_nodeports: bool = False) -> list[ExpectedPort]:
+    """`localhost_nodeports`: kube-proxy (iptables mode) also accepts NodePorts on 127.0.0.1 (IPv4 only)."""
     out: list[ExpectedPort] = []
     last_by_service: dict[tuple[str, str], float] = {}
     slices: SlicesByService = {}
@@ -117,7 +129,9 @@ def expected_ports(state: ClusterState, node: str) -> list[ExpectedPort]:
             continue
         for sp in svc.ports:
             for family in sorted({family_of(ip) for ip in svc.cluster_ips}):
-                out.append(_expect(slices, svc, sp, family, node, last_by_service))
+                exp = _expect(slices, svc, sp, family, node, last_by_service)
+                exp.localhost_node_port = localhost_nodeports and family == 4 and bool(sp.node_port)
+                out.append(exp)
     return out
 
 
@@ -153,4 +167,14 @@ def _expect(slices: SlicesByService, svc: ServiceSpec, sp: ServicePortSpec, fami
             exp.dispatch[(LOAD_BALANCER_IP, hostport(ip, sp.port))] = action(has_external)
     if sp.node_port:
         exp.dispatch[(NODE_PORT, f":{sp.node_port}")] = action(has_external)
+    # kube-proxy writes the dispatch rules whenever some endpoint is reachable from this node (pods and node-local
+    # clients short-circuit to the cluster-wide endpoints), and the DROP for outside clients beside them.
+    reachable = bool(cluster) or bool(local)
+    exp.short_circuit = {key for key, act in exp.dispatch.items() if act == DROP and key[0] != CLUSTER_IP
+                         and reachable}
+    # loadBalancerSourceRanges: kube-proxy firewalls the LB addresses only while the Service takes external traffic
+    lb_dispatched = any(act == TO_SERVICE for (kind, _), act in exp.dispatch.items() if kind == LOAD_BALANCER_IP)
+    if lb_dispatched:
+        ranges = [r for r in map(normalise_range, svc.load_balancer_source_ranges) if r is not None]
+        exp.source_ranges = sorted({r for r in ranges if family_of(r) == family})
     return exp

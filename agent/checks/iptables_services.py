@@ -11,7 +11,7 @@ from agent.checks.iptables_names import learn_names, service_names
 from agent.checks.iptables_scope import scope
 from agent.checks.programmed_iptables import endpoint_users
 from agent.model import Finding, Snapshot
-from agent.model.iptables import LadderChain, RuleSet, jump_target
+from agent.model.iptables import LADDER_PREFIXES, LadderChain, RuleSet, jump_target
 from agent.model.views import Names, Views
 
 TOLERANCE = 1e-6  # iptables-save prints kube-proxy's 10-digit probability back as an 11-digit one
@@ -56,17 +56,30 @@ def _whole_and_fair(ladder: LadderChain) -> bool:
 
 
 def _ladders(rs: RuleSet, names: Names) -> Iterator[Finding]:
-    bad = {chain: ladder for chain, ladder in rs.table("nat").ladders.items() if not _whole_and_fair(ladder)}
+    nat = rs.table("nat")
+    bad = {chain: ladder for chain, ladder in nat.ladders.items() if not _whole_and_fair(ladder)}
+    # a flushed KUBE-SVC/SVL chain has no rule at all, so no ladder: judged when something still jumps to it
+    if nat.census.declared.get("KUBE-SVC-", 0) + nat.census.declared.get("KUBE-SVL-", 0) > len(nat.ladders):
+        jumped = _jump_targets(rs)
+        bad.update((c, LadderChain()) for c in nat.chains
+                   if c.startswith(LADDER_PREFIXES) and c not in nat.ladders and c in jumped)
     for chain, ladder in sorted(bad.items(), key=lambda cl: cl[0]):
         subject, service = _label(names, chain)
         if not ladder.endpoints and not ladder.affinity_endpoints:
             yield finding("iptables.service_without_endpoints_chain", subject, service=service,
                           evidence={"chain": chain, "family": rs.family})
-        else:
+        elif not ladder_is_fair(ladder):
             yield finding("iptables.probability_inconsistent", subject, service=service, evidence={
                 "chain": chain, "family": rs.family, "endpoints": len(ladder.endpoints),
                 "endpoint_chains": list(ladder.endpoints), "probabilities": list(ladder.probabilities),
                 "expected": expected_probabilities(len(ladder.endpoints))})
+    for chain, ladder in sorted(nat.ladders.items(), key=lambda cl: cl[0]):
+        behind = sorted(set(ladder.affinity_endpoints) - set(ladder.endpoints))
+        if behind:  # ClientIP affinity: every endpoint has an `--rcheck` rule and a rung of the ladder
+            subject, service = _label(names, chain)
+            yield finding("iptables.affinity_without_ladder", subject, service=service, evidence={
+                "chain": chain, "family": rs.family, "endpoints": ", ".join(behind), "ladder": len(ladder.endpoints)},
+                severity=None if not ladder.endpoints else "warning")
 
 
 # where kube-proxy puts the jump to each kind of per-Service chain
@@ -87,12 +100,18 @@ def _unreferenced(rs: RuleSet, names: Names) -> Iterator[Finding]:
             "chain": chain, "expected_in": _EXPECTED_IN[chain[:chain.index("-", 5) + 1]], "family": rs.family})
 
 
-def _unreferenced_chains(rs: RuleSet) -> list[str]:
-    """The hashed chains no rule of the nat table jumps to."""
+def _jump_targets(rs: RuleSet) -> set[str]:
+    """Every chain a dispatch or plain rule of the nat table jumps to (ladders jump only to KUBE-SEP chains)."""
     nat = rs.table("nat")
     targets = {r.target for rules in nat.dispatch.values() for r in rules}
     targets.update(jump_target(text) for rules in nat.plain.values() for text in rules)
-    return [c for c in nat.chains if c.startswith(_PREFIXES) and c not in targets]
+    return targets
+
+
+def _unreferenced_chains(rs: RuleSet) -> list[str]:
+    """The hashed chains no rule of the nat table jumps to."""
+    targets = _jump_targets(rs)
+    return [c for c in rs.table("nat").chains if c.startswith(_PREFIXES) and c not in targets]
 
 
 def _endpoint_chains(rs: RuleSet, names: Names) -> Iterator[Finding]:

@@ -78,6 +78,7 @@ def check(snap: Snapshot) -> Iterator[Finding]:
 
 def check_table(table: KubeProxyTable) -> Iterator[Finding]:
     yield from _hooks(table)
+    yield from _masquerade(table)
     yield from _maps(table)
     yield from _dangling(table)
     yield from _service_chains(table)
@@ -106,6 +107,25 @@ def _hooks(table: KubeProxyTable) -> Iterator[Finding]:
             yield finding("nftables.hook_missing", _subject(table, f"{user} -> @{map_name}"), evidence={
                 "family": table.family, "type": "chain", "hook": user, "expected_jump": f"vmap @{map_name}",
                 "expected_priority": "-", "found": f"{user} dispatches through {chain.vmap_maps or 'no map'}"})
+
+
+# kube-proxy's masquerade chains and their rules (pkg/proxy/nftables/proxier.go). The reader keeps a chain's rule
+# count, not these statements, so a count short of kube-proxy's says one is gone, without saying which.
+_MASQUERADE = (
+    ("mark-for-masquerade", 1, "mark set mark or 0x4000", "not marked for masquerading"),
+    ("masquerading", 3, "return unmarked packets; mark set mark xor 0x4000; masquerade",
+     "not masqueraded (or, with the return gone, everything is)"),
+)
+
+
+def _masquerade(table: KubeProxyTable) -> Iterator[Finding]:
+    for name, expected, what, effect in _MASQUERADE:
+        chain = table.chains.get(name)
+        if chain is None or not chain.rules_read or chain.rule_count >= expected:
+            continue  # a missing chain leaves a dangling jump or an unhooked postrouting: reported there
+        yield finding("nftables.masquerade_missing", _subject(table, name), evidence={
+            "family": table.family, "chain": name, "rules": chain.rule_count, "expected": expected, "what": what,
+            "effect": effect})
 
 
 def _maps(table: KubeProxyTable) -> Iterator[Finding]:

@@ -7,23 +7,20 @@ from collections.abc import Iterator
 
 from agent.catalogue import finding
 from agent.checks.families import served_families
+from agent.checks.localhost_nodeports import serves_localhost_nodeports
 from agent.checks.mode import decide_mode
 from agent.model import Finding, Snapshot
 from agent.model.links import Bridge
-from agent.settings import as_bool, cidr_includes_loopback, config_unknown, kube_proxy_settings
+from agent.settings import config_unknown, kube_proxy_settings
 
 
 def _serves_localhost_nodeports(snap: Snapshot) -> bool:
     proc = snap.kube_proxy.data
-    if proc is None or decide_mode(snap).mode != "iptables":
-        return False  # only the iptables proxier DNATs 127.0.0.1:NodePort
-    settings = kube_proxy_settings(proc)
-    if config_unknown(proc) and settings.localhost_nodeports.source == "default":
-        return False  # kube-proxy's config is unread: its default is a guess, not a reason for a finding
-    if not as_bool(settings.localhost_nodeports.value):
+    if proc is None:
         return False
-    addrs = settings.nodeport_addresses.value
-    return not addrs or any(cidr_includes_loopback(str(cidr)) for cidr in addrs)
+    if config_unknown(proc) and kube_proxy_settings(proc).localhost_nodeports.source == "default":
+        return False  # kube-proxy's config is unread: its default is a guess, not a reason for a finding
+    return serves_localhost_nodeports(snap, decide_mode(snap).mode)
 
 
 def _bridge_nf(snap: Snapshot, values: dict[str, str | None], bridge: Bridge, family: int) -> Iterator[Finding]:

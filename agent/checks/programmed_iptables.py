@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from agent.checks.iptables_names import learn_names, proto, service_names
-from agent.kube_hash import EXT, SVC
+from agent.kube_hash import EXT, FW, SVC
 from agent.model.iptables import IptablesState, LadderChain, Rule, RuleSet, Table
 from agent.model.programmed import (
     ACCEPT,
     CLUSTER_IP,
     DROP,
     EXTERNAL_IP,
+    FIREWALL,
     HEALTH_CHECK_NODE_PORT,
     LOAD_BALANCER_IP,
     NODE_PORT,
@@ -78,13 +79,27 @@ class _Filtered(NamedTuple):
 class _Ladder(NamedTuple):
     chain: str  # KUBE-SVC-... or KUBE-SVL-...
     ladder: LadderChain
-    dnats: tuple[str | None, ...]  # the DNAT of each endpoint chain it jumps to
+    # the DNAT of each endpoint chain its probability ladder jumps to. Only the ladder chooses for a new client:
+    # an endpoint left only behind an affinity `--rcheck` rule serves the clients it already had, no new one.
+    dnats: tuple[str | None, ...]
 
 
-_Inputs = list[Rule | _Filtered | _Ladder | str]  # str: a KUBE-EXT/FW chain's name
+class _Firewall(NamedTuple):
+    chain: str  # KUBE-FW-...
+    sources: tuple[str, ...]  # the `-s range` of the rules that let traffic on to the Service
 
-FILTER_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS")
+
+_Inputs = list[Rule | _Filtered | _Ladder | _Firewall | str]  # str: a KUBE-EXT chain's name
+
+FILTER_CHAINS = ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL")
 NAT_CHAINS = ("KUBE-SERVICES", "KUBE-NODEPORTS")
+ONWARD = ("KUBE-EXT-", "KUBE-SVC-", "KUBE-SVL-")  # where a KUBE-FW allow rule sends traffic
+LOCALHOST = "127.0.0.0/8"
+
+
+def reaches_node_ports(nat: Table) -> bool:
+    """kube-proxy's last KUBE-SERVICES rule jumps to KUBE-NODEPORTS: without it no NodePort rule is ever reached."""
+    return any(r.target == "KUBE-NODEPORTS" for r in nat.dispatch.get("KUBE-SERVICES", ()))
 
 
 def programmed_ports_of(rs: RuleSet, names: Names) -> tuple[ProgrammedPort, ...]:
@@ -107,23 +122,28 @@ def _all_inputs(rs: RuleSet, names: Names) -> dict[ServicePortKey, _Inputs]:
         key = names.of_chain(chain)
         if key is not None:
             inputs.setdefault(key, []).append(_ladder(nat, chain, ladder))
-    for chain in nat.dispatch:
+    for chain, rules in nat.dispatch.items():
         key = names.of_chain(chain)
-        if key is not None:
+        if key is None:
+            continue
+        if chain.startswith(FW):
+            sources = tuple(r.source for r in rules if r.source and not r.source.startswith("!")
+                            and r.target.startswith(ONWARD))
+            inputs.setdefault(key, []).append(_Firewall(chain, sources))
+        else:
             inputs.setdefault(key, []).append(chain)
     return inputs
 
 
 def _ladder(nat: Table, chain: str, ladder: LadderChain) -> _Ladder:
-    dnat = nat.endpoint_dnat.get
-    return _Ladder(chain, ladder, tuple(map(dnat, ladder.endpoints + ladder.affinity_endpoints)))
+    return _Ladder(chain, ladder, tuple(map(nat.endpoint_dnat.get, ladder.endpoints)))
 
 
 def _dispatch_inputs(nat: Table, filt: Table, key_of_target: Callable[[str], ServicePortKey | None]
                      ) -> dict[ServicePortKey, _Inputs]:
     """The dispatch rules of the Service ports, in rule order, nat before filter."""
     inputs: dict[ServicePortKey, _Inputs] = {}
-    for chain in NAT_CHAINS:
+    for chain in NAT_CHAINS if reaches_node_ports(nat) else NAT_CHAINS[:1]:
         rules = nat.dispatch.get(chain, ())
         keys = list(map(key_of_target, map(_TARGET, rules)))  # (in C: KUBE-SERVICES has a rule per Service port)
         for key, rule in zip(filter(None, keys), itertools.compress(rules, keys), strict=True):
@@ -153,6 +173,10 @@ def _port(key: ServicePortKey, items: _Inputs, family: int) -> ProgrammedPort | 
             used = _nat_dispatch(p, item, kinds, family) or used
         elif isinstance(item, str):
             p.out.evidence["ext_chain" if item.startswith(EXT) else "fw_chain"] = item
+            used = True
+        elif isinstance(item, _Firewall):
+            p.out.evidence["fw_chain"] = item.chain
+            p.out.allowed_sources = sorted(set(item.sources))
             used = True
         elif isinstance(item, _Filtered):
             used = _filter_dispatch(p, item.rule, kinds, family) or used
@@ -187,7 +211,11 @@ def _nat_dispatch(p: _Port, rule: Rule, kinds: dict[str, str], family: int) -> b
     if kind is None or rule.dport is None:
         return False
     if kind == NODE_PORT and rule.destination is not None:
-        return False  # the localhost twin of a node port (-d 127.0.0.0/8), same port
+        # the localhost twin of a node port (-d 127.0.0.0/8, same port): only 127.0.0.1's counter, not a way in
+        if rule.destination == LOCALHOST:
+            twins = p.out.localhost_node_ports = p.out.localhost_node_ports or []
+            twins.append(f":{rule.dport}")
+        return False
     address = _address(None if kind == NODE_PORT else rule.destination, rule.dport, family)
     kinds[address] = kind
     p.add(kind, address, TO_SERVICE, rule.text)
@@ -199,6 +227,9 @@ def _filter_dispatch(p: _Port, rule: Rule, kinds: dict[str, str], family: int) -
     comment = rule.comment or ""
     if rule.dport is None:
         return False
+    if rule.chain == "KUBE-PROXY-FIREWALL" and " traffic not accepted by " in comment and rule.target == "DROP":
+        p.add(LOAD_BALANCER_IP, _address(rule.destination, rule.dport, family), FIREWALL, rule.text)
+        return True
     if comment.endswith(" health check node port") and rule.target == "ACCEPT":
         kind, action, ip = HEALTH_CHECK_NODE_PORT, ACCEPT, None
     elif comment.endswith(" has no endpoints") or comment.endswith(" has no local endpoints"):

@@ -32,6 +32,7 @@ from agent.model.programmed import (
     CLUSTER_IP,
     DROP,
     EXTERNAL_IP,
+    FIREWALL,
     LOAD_BALANCER_IP,
     NODE_PORT,
     REJECT,
@@ -91,6 +92,8 @@ class _TableReader:
             self._no_endpoint(e, nodeport=False)
         for e in self.table.maps.get(NO_ENDPOINT_NODEPORTS, []):
             self._no_endpoint(e, nodeport=True)
+        for e in self.table.maps.get(FIREWALL_IPS, []):
+            self._firewall(e)
         for port in self.ports.values():
             self._endpoints(port)
         return list(self.ports.values())
@@ -148,6 +151,17 @@ class _TableReader:
             kind = CLUSTER_IP if e.key[0] in self.cluster_ips else self._external_kind(e.comment, e.key)
             port.dispatch.append(Dispatch(kind, _address(e.key[0], e.key[2], self.family), action,
                                           f"{source}: {e.text()}"))
+
+    def _firewall(self, e: VerdictElement) -> None:
+        """`firewall-ips` element -> the Service's firewall-<hash> chain, whose rule drops sources outside the
+        loadBalancerSourceRanges. An emptied chain drops nothing."""
+        name = parse_chain_name(e.target or "")
+        chain = self.table.chains.get(e.target or "")
+        if name is None or len(e.key) != 3 or chain is None or (chain.rules_read and chain.rule_count == 0):
+            return
+        port = self._port(name.service_port, e.key[1])
+        port.dispatch.append(Dispatch(LOAD_BALANCER_IP, _address(e.key[0], e.key[2], self.family), FIREWALL,
+                                      f"{FIREWALL_IPS}: {e.text()}"))
 
     # endpoints ------------------------------------------------------------------------------------
     def _policy_chain(self, port: ProgrammedPort, prefix: str) -> Chain | None:

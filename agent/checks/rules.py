@@ -16,7 +16,9 @@ from agent.model import Finding, Snapshot
 from agent.model.programmed import (
     DROP,
     EXTERNAL_IP,
+    FIREWALL,
     LOAD_BALANCER_IP,
+    NODE_PORT,
     REJECT,
     TO_SERVICE,
     Dispatch,
@@ -76,28 +78,49 @@ def _compare_endpoints(exp: ExpectedPort, prog: ProgrammedPort, mode: str, chain
 _SAME_RULE = {EXTERNAL_IP: LOAD_BALANCER_IP, LOAD_BALANCER_IP: EXTERNAL_IP}
 
 
-def compare_port(exp: ExpectedPort, prog: ProgrammedPort | None, mode: str) -> Iterator[Finding]:
-    have: dict[tuple[str, str], Dispatch] = {}
+# the modes whose readers show the short-circuit beside a policy DROP and the source-ranges firewall
+RULE_MODES = ("iptables", "nftables")
+
+
+def _dispatch_by_address(prog: ProgrammedPort | None) -> dict[tuple[str, str], dict[str, Dispatch]]:
+    """(kind, address) -> action -> the rule or element that shows it. One address may have several: a dispatch to
+    the Service beside a "no local endpoints" DROP (traffic policy Local), or beside a source-ranges firewall."""
+    have: dict[tuple[str, str], dict[str, Dispatch]] = {}
     for d in prog.dispatch if prog else []:
-        # Both a dispatch to the Service and a "no (local) endpoints" reject/drop for one address (traffic
-        # policy Local without a local endpoint): the reject/drop is what the traffic meets, whatever order
-        # the reader listed them in.
-        if (d.kind, d.address) not in have or d.action in (REJECT, DROP):
-            have[(d.kind, d.address)] = d
+        have.setdefault((d.kind, d.address), {}).setdefault(d.action, d)
+    return have
+
+
+def compare_port(exp: ExpectedPort, prog: ProgrammedPort | None, mode: str) -> Iterator[Finding]:
+    have = _dispatch_by_address(prog)
     rejected = False
     for (kind, address), want in sorted(exp.dispatch.items()):
-        got = have.get((kind, address)) or have.get((_SAME_RULE.get(kind, kind), address))
+        got = have.get((kind, address)) or have.get((_SAME_RULE.get(kind, kind), address)) or {}
+        # A reject/drop is what the traffic meets first (the filter hooks), whatever order the reader listed them in.
+        stop = got.get(REJECT) or got.get(DROP)
+        shown = stop or got.get(TO_SERVICE)
         ev = {"mode": mode, "kind": kind, "address": address, "expected": want,
-              "actual": got.evidence if got else None}
-        if want == TO_SERVICE and got is None:
+              "actual": shown.evidence if shown else None}
+        if want == TO_SERVICE and shown is None:
             yield finding("rules.service_missing", exp.service, service=exp.service, evidence=ev)
-        elif want == TO_SERVICE and got is not None and got.action in (REJECT, DROP):
+        elif want == TO_SERVICE and stop is not None:
             rejected = True
             yield finding("rules.reject_stale", exp.service, service=exp.service, evidence=ev)
-        elif want in (REJECT, DROP) and got is None:
+        elif want in (REJECT, DROP) and stop is None:
             yield finding("rules.reject_missing", exp.service, service=exp.service, evidence=ev)
+        if mode not in RULE_MODES:
+            continue  # IPVS keeps firewalls and policy drops in ipsets its reader does not model
+        if want == DROP and (kind, address) in exp.short_circuit and TO_SERVICE not in got:
+            # the DROP is for outside clients only: pods and node-local clients go on to the Service through it
+            yield finding("rules.service_missing", exp.service, service=exp.service, evidence={
+                **ev, "expected": TO_SERVICE, "actual": None,
+                "why": "traffic policy Local without a local endpoint: node-local clients and pods use this rule"})
+        if want == TO_SERVICE and kind == LOAD_BALANCER_IP and exp.source_ranges:
+            yield from _firewall(exp, prog, mode, address, got)
     if prog is None:
         return
+    if exp.localhost_node_port and mode == "iptables":
+        yield from _localhost_twins(exp, prog)
     if rejected and not prog.endpoints and not prog.local_endpoints:
         return  # the stale reject is the one fault: kube-proxy never got these endpoints
     chains = prog.evidence
@@ -107,6 +130,31 @@ def compare_port(exp: ExpectedPort, prog: ProgrammedPort | None, mode: str) -> I
     if exp.local_endpoints is not None or prog.local_endpoints:
         yield from _compare_endpoints(exp, prog, mode, chains.get("local", ""), exp.local_endpoints,
                                       set(prog.local_endpoints or []))
+
+
+def _firewall(exp: ExpectedPort, prog: ProgrammedPort | None, mode: str, address: str,
+              got: dict[str, Dispatch]) -> Iterator[Finding]:
+    """loadBalancerSourceRanges on one LB address: the ranges let on to the Service, the others dropped."""
+    ev = {"mode": mode, "address": address, "ranges": exp.source_ranges}
+    allowed = prog.allowed_sources if prog is not None else None
+    if allowed is not None:  # the reader shows the allow rules (iptables KUBE-FW)
+        missing = [r for r in exp.source_ranges if r not in allowed]
+        if missing:
+            yield finding("rules.lb_source_range_missing", exp.service, service=exp.service, evidence={
+                **ev, "missing": missing, "allowed": allowed,
+                "chain": prog.evidence.get("fw_chain", "") if prog else ""})
+    if FIREWALL not in got:
+        yield finding("rules.lb_source_ranges_not_enforced", exp.service, service=exp.service, evidence=ev)
+
+
+def _localhost_twins(exp: ExpectedPort, prog: ProgrammedPort) -> Iterator[Finding]:
+    twins = set(prog.localhost_node_ports or [])
+    for (kind, address), want in sorted(exp.dispatch.items()):
+        dispatched = want == TO_SERVICE or (kind, address) in exp.short_circuit  # kube-proxy writes the nat rule
+        if kind == NODE_PORT and dispatched and address not in twins \
+                and any(d.kind == NODE_PORT and d.address == address for d in prog.dispatch):
+            yield finding("rules.localhost_node_port_missing", exp.service, service=exp.service,
+                          evidence={"address": address, "localhost": f"127.0.0.0/8{address}"})
 
 
 def compare(expected: list[ExpectedPort], view: ProgrammedServices,

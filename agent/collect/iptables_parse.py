@@ -141,6 +141,7 @@ class _Table:
     dispatch: dict[str, list[Rule]] = field(default_factory=dict)
     ladders: dict[str, _Ladder] = field(default_factory=dict)
     dnat: dict[str, str] = field(default_factory=dict)
+    policies: dict[str, str] = field(default_factory=dict)
 
     def flush(self, name: str) -> None:
         plain, dispatch = self.plain.pop(name, []), self.dispatch.pop(name, [])
@@ -157,7 +158,8 @@ class _Table:
         return Table(self.name, tuple(self.declared), self.rule_count,
                      frozen_map({c: tuple(r) for c, r in self.plain.items()}),
                      frozen_map({c: tuple(r) for c, r in self.dispatch.items()}),
-                     frozen_map({c: lad.done() for c, lad in self.ladders.items()}), frozen_map(dnat))
+                     frozen_map({c: lad.done() for c, lad in self.ladders.items()}), frozen_map(dnat),
+                     frozen_map(self.policies))
 
 
 class Parser:
@@ -211,8 +213,11 @@ class Parser:
                 if self.table is None:
                     self._unparsed(line, "chain outside a table")
                 else:
-                    name = line[1:].split(" ", 1)[0]
+                    name, _, rest = line[1:].partition(" ")
                     self.table.declared.setdefault(name, name)
+                    policy = rest.split(" ", 1)[0]
+                    if name in BUILTIN_CHAINS and policy in ("ACCEPT", "DROP"):
+                        self.table.policies[name] = policy
             elif head == "#":
                 m = _INCOMPATIBLE.match(line)
                 if m:

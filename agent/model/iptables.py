@@ -114,9 +114,11 @@ class Table:
     dispatch: Mapping[str, tuple[Rule, ...]] = field(default_factory=frozen_map)  # DISPATCH_CHAINS, KUBE-EXT/FW-
     ladders: Mapping[str, LadderChain] = field(default_factory=frozen_map)  # KUBE-SVC-/KUBE-SVL- chains
     endpoint_dnat: Mapping[str, str] = field(default_factory=frozen_map)  # KUBE-SEP chain -> "ip:port" ("": none)
+    policies: Mapping[str, str] = field(default_factory=frozen_map)  # built-in chain -> ACCEPT | DROP, as saved
 
     def __post_init__(self) -> None:
-        _freeze(self, chains="tuple", plain="map", dispatch="map", ladders="map", endpoint_dnat="map")
+        _freeze(self, chains="tuple", plain="map", dispatch="map", ladders="map", endpoint_dnat="map",
+                policies="map")
 
     @cached_property  # a pure function of this immutable table, worked out once, when first asked
     def census(self) -> Census:

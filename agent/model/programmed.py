@@ -21,6 +21,9 @@ TO_SERVICE = "service"  # on to the endpoint choice (KUBE-SVC/KUBE-EXT/KUBE-FW c
 REJECT = "reject"  # "has no endpoints"
 DROP = "drop"  # "has no local endpoints" (traffic policy Local) or firewall
 ACCEPT = "accept"  # health check node port opened in the filter table
+# loadBalancerSourceRanges: traffic to this LB address from outside the ranges is dropped (KUBE-PROXY-FIREWALL's
+# DROP, nftables mode's `firewall-ips` element). Not a way in: it stands beside the address's TO_SERVICE.
+FIREWALL = "firewall"
 
 
 @dataclass(slots=True)  # one per dispatch rule: many at 10k Services
@@ -41,6 +44,10 @@ class ProgrammedPort:
     local_endpoints: list[str] | None = None  # DNAT targets of the traffic-policy-Local chain, if one exists
     affinity_seconds: int | None = None  # ClientIP session affinity timeout, when programmed
     evidence: dict[str, str] = field(default_factory=dict)  # chain / map names that hold the above
+    # loadBalancerSourceRanges the firewall chain lets on to the Service (iptables KUBE-FW `-s range`); None: the
+    # port has no such chain, or the mode's reader does not show its ranges (nftables: a drop of the others)
+    allowed_sources: list[str] | None = None
+    localhost_node_ports: list[str] | None = None  # ":3001" per node port with its `-d 127.0.0.0/8` twin (iptables)
 
 
 @dataclass
@@ -69,3 +76,9 @@ class ExpectedPort:
     topology_filtered: bool = False  # zone hints may make kube-proxy program a subset of usable endpoints
     affinity_seconds: int | None = None
     last_change: float | None = None
+    # traffic policy Local without a local endpoint: the DROP for outside clients stands beside a dispatch to the
+    # Service, which node-local clients and pods take (kube-proxy's KUBE-EXT short-circuits): (kind, address)
+    short_circuit: set[tuple[str, str]] = field(default_factory=set)
+    # loadBalancerSourceRanges of this family (normalised networks), when kube-proxy firewalls the LB addresses
+    source_ranges: list[str] = field(default_factory=list)
+    localhost_node_port: bool = False  # kube-proxy writes the `-d 127.0.0.0/8` twin of the NodePort rule

@@ -202,3 +202,57 @@ def test_pre_1_24_chain_still_jumped_to_is_a_warning() -> None:
     jump = "*nat\n-A KUBE-POSTROUTING -s 10.9.9.9/32 -j KUBE-XLB-GNZBNJ2PO5MGZ6GT\nCOMMIT\n"
     snap = snap_of(OVERALL, NODE_BASE, xlb, jump)
     assert iptables_problems(snap) == {("iptables.legacy_chains_present", "nat/KUBE-XLB-GNZBNJ2PO5MGZ6GT")}
+
+
+# issue 17: what the rules alone show --------------------------------------------------------------------------
+
+def test_flushed_service_chain_still_jumped_to_is_without_endpoints() -> None:
+    """`iptables -t nat -F KUBE-SVC-...`: no rule is left to make a ladder of, but KUBE-SERVICES still sends
+    ns1/svc1's ClusterIP there."""
+    text = without(OVERALL, r"^-A KUBE-SVC-XPGD46QRK7WJZT7O", count=2)
+    assert iptables_problems(snap_of(text, NODE_BASE)) == {
+        ("iptables.service_without_endpoints_chain", "ns1/svc1:p80")}
+
+
+def test_missing_jump_to_kube_nodeports_is_critical_and_names_the_node_ports() -> None:
+    text = without(OVERALL, r"^-A KUBE-SERVICES .*-j KUBE-NODEPORTS")
+    (f,) = [f for f in run_checks(snap_of(text, NODE_BASE)) if f.id.startswith("iptables.nodeports")]
+    assert (f.id, f.severity) == ("iptables.nodeports_jump_missing", "critical")
+    assert f.evidence["node_ports"] == "ns2/svc2:p80 :3001, ns3/svc3:p80 :3003, ns5/svc5:p80 :3002"
+    assert iptables_problems(snap_of(text, NODE_BASE)) == {("iptables.nodeports_jump_missing", "nat/KUBE-SERVICES")}
+
+
+@pytest.mark.parametrize(("pattern", "chain"), [(r"^-A KUBE-MARK-MASQ ", "nat/KUBE-MARK-MASQ"),
+                                                 (r"^-A KUBE-POSTROUTING .*-j MASQUERADE", "nat/KUBE-POSTROUTING")])
+def test_deleted_masquerade_rule_is_masquerade_missing(pattern: str, chain: str) -> None:
+    text = without(OVERALL, pattern)
+    assert iptables_problems(snap_of(text, NODE_BASE)) == {("iptables.masquerade_missing", chain)}
+
+
+def test_probability_rung_deleted_beside_its_affinity_twin() -> None:
+    """ClientIP affinity: ns5/svc5's one endpoint keeps its `--rcheck` rule, but new clients meet no ladder."""
+    text = without(OVERALL, r"^-A KUBE-SVC-NUKIZ6OKUXPJNT4C -m comment --comment \"[^\"]*\" -j KUBE-SEP-")
+    (f,) = [f for f in run_checks(snap_of(text, NODE_BASE)) if f.id == "iptables.affinity_without_ladder"]
+    assert (f.service, f.severity, f.evidence["ladder"]) == ("ns5/svc5:p80", "critical", 0)
+    assert iptables_problems(snap_of(text, NODE_BASE)) == {("iptables.affinity_without_ladder", "ns5/svc5:p80")}
+
+
+def test_deleted_canary_is_canary_missing() -> None:
+    base = NODE_BASE.replace("*nat\n:KUBE-KUBELET-CANARY - [0:0]\n:KUBE-PROXY-CANARY - [0:0]\n",
+                             "*nat\n:KUBE-KUBELET-CANARY - [0:0]\n")
+    assert iptables_problems(snap_of(OVERALL, base)) == {("iptables.canary_missing", "nat/KUBE-PROXY-CANARY")}
+
+
+def test_forward_policy_drop_needs_kube_forwards_accepts() -> None:
+    text = without(OVERALL, r"^-A KUBE-FORWARD .*--mark 0x4000/0x4000 -j ACCEPT")
+    assert iptables_problems(snap_of(text, NODE_BASE)) == set()  # FORWARD accepts anyway
+    dropping = text.replace(":FORWARD ACCEPT [0:0]", ":FORWARD DROP [0:0]")
+    assert dropping != text
+    assert iptables_problems(snap_of(dropping, NODE_BASE)) == {("iptables.forward_accept_missing", "filter/FORWARD")}
+    assert iptables_problems(snap_of(OVERALL.replace(":FORWARD ACCEPT [0:0]", ":FORWARD DROP [0:0]"),
+                                     NODE_BASE)) == set()
+
+
+def test_deleted_localnet_block_is_localnet_block_missing() -> None:
+    text = without(OVERALL, r"^-A KUBE-FIREWALL .*block incoming localnet")
+    assert iptables_problems(snap_of(text, NODE_BASE)) == {("iptables.localnet_block_missing", "filter/KUBE-FIREWALL")}

@@ -39,7 +39,11 @@ def test_overall_fixture_per_service() -> None:
         ("node_port", ":3001", "drop"), ("health_check_node_port", ":30000", "accept")}
     assert view(ports["ns5/svc5:p80"]) == {("cluster_ip", "172.30.0.45:80", "service"),
                                            ("load_balancer_ip", "5.6.7.8:80", "service"),
+                                           # loadBalancerSourceRanges: the others are dropped
+                                           ("load_balancer_ip", "5.6.7.8:80", "firewall"),
                                            ("node_port", ":3002", "service")}
+    assert ports["ns5/svc5:p80"].allowed_sources == ["203.0.113.0/25"]
+    assert ports["ns2/svc2:p80"].localhost_node_ports == [":3001"]
     assert view(ports["ns6/svc6:p80"]) == {("cluster_ip", "172.30.0.46:80", "reject")}
     assert sorted(ports["ns4/svc4:p80"].endpoints) == ["10.180.0.4:80", "10.180.0.5:80"]
     assert ports["ns5/svc5:p80"].affinity_seconds == 10800

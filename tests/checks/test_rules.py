@@ -16,7 +16,16 @@ import pytest
 from agent.checks.expected import ExpectedPort, expected_ports
 from agent.checks.rules import compare
 from agent.kubeobjects import state_from_items
-from agent.model.programmed import DROP, REJECT, TO_SERVICE, Dispatch, ProgrammedPort, ProgrammedServices
+from agent.model.programmed import (
+    DROP,
+    FIREWALL,
+    LOAD_BALANCER_IP,
+    REJECT,
+    TO_SERVICE,
+    Dispatch,
+    ProgrammedPort,
+    ProgrammedServices,
+)
 from tests.testbed import FIXTURES
 
 OVERALL = FIXTURES / "iptables" / "v1.3x_TestOverallIPTablesRules.cluster.json"
@@ -35,9 +44,15 @@ def matching_view(exp: list[ExpectedPort]) -> ProgrammedServices:
     """What a node whose rules match the API looks like in the mode-independent view."""
     return ProgrammedServices("iptables", [ProgrammedPort(
         e.service, e.protocol, e.family,
-        dispatch=[Dispatch(k, a, act, f"rule for {a}") for (k, a), act in e.dispatch.items()],
+        dispatch=[Dispatch(k, a, act, f"rule for {a}") for (k, a), act in e.dispatch.items()]
+        # traffic policy Local without a local endpoint: the dispatch node-local clients take beside the DROP
+        + [Dispatch(k, a, TO_SERVICE, f"nat rule for {a}") for k, a in e.short_circuit]
+        # loadBalancerSourceRanges: the drop of the other sources
+        + [Dispatch(k, a, FIREWALL, f"firewall for {a}") for (k, a), act in e.dispatch.items()
+           if k == LOAD_BALANCER_IP and act == TO_SERVICE and e.source_ranges],
         endpoints=sorted(e.cluster_endpoints or ()),
         local_endpoints=sorted(e.local_endpoints) if e.local_endpoints else None,
+        allowed_sources=list(e.source_ranges) if e.source_ranges else None,
         evidence={"cluster": f"KUBE-SVC-{e.name}"}) for e in exp])
 
 
