@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from agent import __version__
+from agent.allocator import fix_mmap_threshold
 from agent.catalogue import load
 from agent.collect.cluster import ClusterProvider, FileProvider
 from agent.config import DEFAULT_PORT, Config
@@ -171,6 +172,7 @@ def cmd_serve(args: argparse.Namespace, cfg: Config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # bad flags: argparse exits 2
+    fix_mmap_threshold()  # agent/allocator.py: multi-MB tables each read are given back when freed
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     try:
