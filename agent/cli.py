@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from agent import __version__
+from agent.allocator import fix_mmap_threshold
 from agent.catalogue import load
 from agent.collect.base import CollectError
 from agent.collect.cluster import ClusterProvider, FileProvider
@@ -299,6 +300,7 @@ def _explain_all_nodes(args: argparse.Namespace, cfg: Config, service: str) -> i
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # bad flags: argparse exits 2
+    fix_mmap_threshold()  # agent/allocator.py: multi-MB tables each read are given back when freed
     setup_logging(verbose=args.verbose)
     try:
         cfg = config_from(args)
