@@ -3,8 +3,9 @@
 A container runtime gives the container process the pod's uid, the capabilities in its bounding set
 and nothing else, no_new_privs when allowPrivilegeEscalation is false, a read-only root filesystem,
 the hostPath mounts read-only and an emptyDir at /tmp. `confined()` builds the same around a command
-in the test node: a private mount namespace where every mount is remounted read-only, a tmpfs at /tmp
-holding the DaemonSet's host mounts (read-only binds under /tmp/host), then `setpriv` with the
+in the test node: a private mount namespace where every mount is remounted read-only, a tmpfs (the
+emptyDir, the agent's TMPDIR) holding the DaemonSet's host mounts (read-only binds under its host/), then
+`setpriv` with the
 DaemonSet's uid, bounding set and no_new_privs. kube-proxy and kubelet are stand-ins with full
 capabilities (as the real ones run) in their own mount namespaces, so their config files exist only
 there: the confined agent cannot open them and must use kube-proxy's /configz and the host mount of
@@ -14,7 +15,9 @@ kubelet's config, and still judges the node exactly as a root run does.
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,9 @@ from tests.testbed import DATA, FIXTURES, PY, REPO, Node, require, require_tool
 
 CAPS = daemonset_capabilities()
 UID = int(agent_container()["securityContext"]["runAsUser"])
-TMPFS = "/tmp"
+# The agent's emptyDir. Not at /tmp itself: a tmpfs there would hide a clone, its venv or pytest's tmp_path
+# that live under /tmp (CI clones anywhere); a directory of its own, made and removed by this module.
+TMPFS = f"/run/svcd-confined-{os.getpid()}"
 PROBE = Path(__file__).resolve().parent / "confined_probe.py"
 KUBE_PROXY_CONFIG = DATA / "kubeadm" / "kube-proxy-config.conf"
 KUBELET_CONFIG = DATA / "kubeadm" / "kubelet-config.yaml"
@@ -35,6 +40,13 @@ IPT = FIXTURES / "iptables"
 NFT = FIXTURES / "nftables"
 # Host files the DaemonSet mounts that this test machine lacks: the test's stand-in for each.
 STAND_INS = {"/var/lib/kubelet/config.yaml": KUBELET_CONFIG}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _agent_tmpfs_mountpoint() -> Any:
+    Path(TMPFS).mkdir(mode=0o755, exist_ok=True)  # an empty mount point; the tmpfs exists only in the namespace
+    yield
+    shutil.rmtree(TMPFS, ignore_errors=True)
 
 
 def host_mounts() -> list[tuple[str, str]]:
@@ -50,7 +62,7 @@ set -e
 awk '{print $5}' /proc/self/mountinfo | sort -ru | while read -r mp; do
   mount -o remount,bind,ro "$mp" 2>/dev/null || true
 done
-mount -t tmpfs -o size=64m,mode=0755 svcd-agent-tmp "$SVCD_TMPFS"   # the emptyDir at /tmp
+mount -t tmpfs -o size=64m,mode=0755 svcd-agent-tmp "$SVCD_TMPFS"   # the emptyDir (TMPDIR)
 for spec in $SVCD_BINDS; do                                         # the hostPath mounts, read-only
   src=${spec%%=*}; dst=$SVCD_TMPFS/host${spec#*=}
   if [ -d "$src" ]; then mkdir -p "$dst"; else mkdir -p "$(dirname "$dst")"; touch "$dst"; fi
@@ -71,7 +83,7 @@ def confined(node: Node, *cmd: str, caps: list[str] | None = None) -> subprocess
         src = STAND_INS.get(host, Path(host))
         if Path(src).exists():
             binds.append(f"{src}={inside}")
-    env = {"SVCD_TMPFS": TMPFS, "SVCD_BINDS": " ".join(binds), "SVCD_UID": str(UID),
+    env = {"SVCD_TMPFS": TMPFS, "TMPDIR": TMPFS, "SVCD_BINDS": " ".join(binds), "SVCD_UID": str(UID),
            "SVCD_BOUNDING": ",".join(["-all", *(f"+{c}" for c in (CAPS if caps is None else caps))]),
            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
     return subprocess.run(node.argv("/usr/bin/env", *(f"{k}={v}" for k, v in env.items()), "unshare", "--mount",
