@@ -17,7 +17,7 @@ from agent.checks.iptables_names import learn_names
 from agent.checks.localhost_nodeports import serves_localhost_nodeports
 from agent.checks.mode import decide_mode
 from agent.checks.programmed import programmed
-from agent.checks.programmed_iptables import programmed_ports_of
+from agent.checks.programmed_iptables import programmed_ports_of, union_ports
 from agent.model import Snapshot
 from agent.model.iptables import RuleSet
 from agent.model.views import IptablesView, Views
@@ -27,7 +27,9 @@ def derive(snap: Snapshot, previous: Views | None = None) -> Views:
     mode = decide_mode(snap)
     iptables: tuple[IptablesView, ...] = ()
     if snap.iptables.ok and snap.iptables.data is not None:
-        iptables = tuple(_iptables_view(rs, previous) for rs in snap.iptables.data.rulesets)
+        state = snap.iptables.data
+        iptables = tuple(_iptables_view(rs, _other(state.other_rulesets, rs.family), previous)
+                         for rs in state.rulesets)
     cluster = snap.cluster.data if snap.cluster.ok else None
     nft = snap.nftables.data if snap.nftables.ok else None
     usable = cluster is not None and cluster.usable
@@ -46,9 +48,26 @@ def derive(snap: Snapshot, previous: Views | None = None) -> Views:
         nftables_ports=tuple(programmed_nftables.programmed_ports(nft)) if nft is not None and nft.tables else None)
 
 
-def _iptables_view(rs: RuleSet, previous: Views | None) -> IptablesView:
+def _other(others: tuple[RuleSet, ...], family: int) -> RuleSet | None:
+    return next((o for o in others if o.family == family), None)
+
+
+def _iptables_view(rs: RuleSet, other: RuleSet | None, previous: Views | None) -> IptablesView:
+    """One family's view; with kube-proxy's rules in both backends, the ports either programs (the kernel runs
+    both backends' hooks), named by the judged backend's chains."""
+    source: object = rs if other is None else (rs, other)
     view = previous.iptables_view(rs.family) if previous is not None else None
-    if view is not None and view.source is rs:
+    if view is not None and _same(view.source, source):
         return view
     names = learn_names(rs)
-    return IptablesView(rs.family, names, programmed_ports_of(rs, names), source=rs)
+    ports = programmed_ports_of(rs, names)
+    if other is not None:
+        ports = union_ports(ports, programmed_ports_of(other, learn_names(other)))
+    return IptablesView(rs.family, names, ports, source=source)
+
+
+def _same(a: object, b: object) -> bool:
+    """The very rule sets the view was derived from (RuleSets are immutable: the same objects, the same view)."""
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
+    return a is b

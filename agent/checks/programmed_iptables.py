@@ -7,6 +7,7 @@ endpoints are read from the KUBE-SEP chains' DNAT targets.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import operator
 from collections.abc import Callable
@@ -110,8 +111,35 @@ def programmed_ports_of(rs: RuleSet, names: Names) -> tuple[ProgrammedPort, ...]
 
 
 def programmed_ports(state: IptablesState) -> list[ProgrammedPort]:
-    """Every IP family's programmed Service ports (IPv4 first)."""
-    return [p for rs in state.rulesets for p in programmed_ports_of(rs, learn_names(rs))]
+    """Every IP family's programmed Service ports (IPv4 first), both backends' where kube-proxy's rules are in both."""
+    out: list[ProgrammedPort] = []
+    for rs in state.rulesets:
+        ports = programmed_ports_of(rs, learn_names(rs))
+        for other in (o for o in state.other_rulesets if o.family == rs.family):
+            ports = union_ports(ports, programmed_ports_of(other, learn_names(other)))
+        out.extend(ports)
+    return out
+
+
+def union_ports(judged: tuple[ProgrammedPort, ...], other: tuple[ProgrammedPort, ...]) -> tuple[ProgrammedPort, ...]:
+    """The Service ports either backend programs: the kernel runs the hooks of both (legacy x_tables and
+    nf_tables), so a packet is sent on by whichever has its rule. Where both program a port the judged
+    backend's port stands, with the ways in only the other backend has added (new objects: none is changed)."""
+    if not other:
+        return judged
+    mine = {(p.service, p.protocol): p for p in judged}
+    out = dict(mine)
+    for port in other:
+        key = (port.service, port.protocol)
+        have = mine.get(key)
+        if have is None:
+            out[key] = port
+            continue
+        seen = {(d.kind, d.address, d.action) for d in have.dispatch}
+        extra = [d for d in port.dispatch if (d.kind, d.address, d.action) not in seen]
+        if extra:
+            out[key] = dataclasses.replace(have, dispatch=[*have.dispatch, *extra])
+    return tuple(out[k] for k in sorted(out))
 
 
 def _all_inputs(rs: RuleSet, names: Names) -> dict[ServicePortKey, _Inputs]:

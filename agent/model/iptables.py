@@ -152,14 +152,24 @@ class RuleSet:
 
 @dataclass(frozen=True)
 class IptablesState:
-    backend: str  # "legacy" | "nft": the one kube-proxy writes through
+    backend: str  # "legacy" | "nft": the one kube-proxy writes through (whose rules are judged)
     backend_reason: str  # how it was decided (iptables-wrappers' order), for evidence
     rulesets: tuple[RuleSet, ...] = ()  # IPv4 first, then IPv6 when that has kube-proxy chains
     kube_chains: Mapping[str, int] = field(default_factory=frozen_map)  # backend -> KUBE-* chains seen there
     read_at: float = 0.0  # unix time of the read (older than the snapshot when the read was spaced out)
+    # The other backend's rule sets, per family, where kube-proxy's chains are there too: the kernel runs the
+    # hooks of both (legacy x_tables and nf_tables), so a Service either programs is programmed.
+    other_rulesets: tuple[RuleSet, ...] = ()
+    # the backend kubelet's hint (or, without one, the rule counts) chose, when kube-proxy's chains are not
+    # there but only in `backend` ("": the same one)
+    hinted: str = ""
 
     def __post_init__(self) -> None:
-        _freeze(self, rulesets="tuple", kube_chains="map")
+        _freeze(self, rulesets="tuple", kube_chains="map", other_rulesets="tuple")
+
+    @property
+    def other_backend(self) -> str:
+        return "nft" if self.backend == "legacy" else "legacy"
 
     def ruleset(self, family: int) -> RuleSet | None:
         return next((r for r in self.rulesets if r.family == family), None)
