@@ -237,6 +237,8 @@ def setup_logging(*, verbose: bool) -> None:
     logging.getLogger("svcdoctor").setLevel(logging.DEBUG if verbose else logging.INFO)
     for noisy in ("urllib3", "kubernetes", "pyroute2"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
 def cmd_explain(args: argparse.Namespace, cfg: Config) -> int:
     from agent.explain.model import ServiceQuery
 
@@ -257,7 +259,8 @@ def cmd_explain(args: argparse.Namespace, cfg: Config) -> int:
     provider = cluster_provider(cfg, live=False)
     if provider is None:
         raise UsageError("explain needs the API's view: --cluster-state FILE, --kubeconfig or in-cluster config")
-    runner = Runner(cfg, collectors=tuple(c for c in COLLECTORS if c.name != "probes"), cluster=provider)
+    runner = Runner(cfg, collectors=tuple(c for c in COLLECTORS if c.name != "probes"), cluster=provider,
+                    kube_proxy_configmap=kube_proxy_configmap(cfg))
     report = runner.check(runner.collect())
     try:
         expl = explain(report, query, pods=pods_source_for(provider), prober=Prober() if cfg.probes else None,
