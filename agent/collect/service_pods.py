@@ -1,9 +1,8 @@
 """A Service's pods, read on demand for `svcdoctor explain` (the agent's informers keep only this node's).
 
-Namespace-scoped, by the Service's label selector; when nothing matches, the namespace's first pods
-instead, so the walk can say which labels differ. Bounded: one page each, with a timeout.
-NOTE for the merge: a `list_pods(namespace, selector)` is being added to agent/collect/kubeapi.py by
-another change; this thin call can then be replaced by it.
+Namespace-scoped, by the Service's label selector (agent/collect/kubeapi.py `pods_matching`: one list
+from the watch cache); when nothing matches, one page of the namespace's pods instead, so the walk can
+say which labels differ. Bounded: one request each, with a timeout.
 """
 
 from __future__ import annotations
@@ -24,17 +23,19 @@ PodsSource = Callable[[str, str], list[PodSpec]]  # (namespace, selector string)
 def api_pods(api_client: Any, timeout_s: float = 10.0) -> PodsSource:
     from kubernetes import client
 
+    from agent.collect.kubeapi import pods_matching
+
     core: Any = client.CoreV1Api(api_client)  # raw JSON (_preload_content=False), not the typed models
 
-    def fetch(namespace: str, selector: str) -> list[PodSpec]:
-        def page(**kw: Any) -> list[PodSpec]:
-            resp = core.list_namespaced_pod(namespace, limit=PAGE, _preload_content=False,
-                                            _request_timeout=timeout_s, **kw)
-            return [compact_pod(o) for o in json.loads(resp.data).get("items") or []]
+    def near_misses(namespace: str) -> list[PodSpec]:
+        # Only when the selector matched nothing: one page, so a namespace of 10k pods costs 500.
+        resp = core.list_namespaced_pod(namespace, limit=PAGE, _preload_content=False, _request_timeout=timeout_s)
+        return [compact_pod(o) for o in json.loads(resp.data).get("items") or []]
 
+    def fetch(namespace: str, selector: str) -> list[PodSpec]:
         try:
-            pods = page(label_selector=selector) if selector else []
-            return pods or page()
+            pods: list[PodSpec] = pods_matching(api_client, namespace, selector, timeout_s=timeout_s)
+            return pods or near_misses(namespace)
         except Exception as exc:  # the client raises ApiException, urllib3 errors, OSError
             raise CollectError(f"cannot list pods in {namespace}: {type(exc).__name__}: "
                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc

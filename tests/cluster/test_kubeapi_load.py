@@ -327,3 +327,22 @@ def test_request_log_counts_bytes(api: FakeApiServer, tmp_path: Path) -> None:
     assert api.log[-1]["bytes"] == len(json.dumps({"kind": "PodList", "apiVersion": "v1",
                                                    "metadata": {"resourceVersion": str(api.rv)}, "items": []}))
 
+
+
+def test_explains_pods_come_from_the_cache_list_and_a_near_miss_page_only_when_none_match(
+        api: FakeApiServer, tmp_path: Path) -> None:
+    from agent.collect.service_pods import api_pods
+
+    for name, app in (("a", "web"), ("b", "db")):
+        api.apply({"kind": "Pod", "apiVersion": "v1", "metadata": {"namespace": "ns1", "name": name,
+                   "labels": {"app": app}}, "spec": {"nodeName": "elsewhere"}, "status": {"podIP": "10.1.1.1"}})
+    client, _ = client_for(api, tmp_path)
+    fetch = api_pods(client)
+    mark = len(api.log)
+    assert [p.name for p in fetch("ns1", "app=web")] == ["a"]
+    (req,) = api.log[mark:]
+    assert req["query"] == {"labelSelector": "app=web", "resourceVersion": "0"}  # explain's lookup: the cache
+    mark = len(api.log)
+    assert sorted(p.name for p in fetch("ns1", "app=nothing")) == ["a", "b"]  # none match: the near misses
+    assert [r["query"] for r in api.log[mark:]] == [{"labelSelector": "app=nothing", "resourceVersion": "0"},
+                                                    {"limit": "500"}]
