@@ -15,11 +15,8 @@ from agent.explain.model import Explanation, ServiceQuery
 from agent.explain.plan import allowed_addresses, kubelet_dns, service_targets
 from agent.explain.walk import CannotExplain, walk
 from agent.model.probes import ProbeSet
+from agent.model.report import Report
 from agent.report.explain_json import explain_document
-from agent.runner import Report
-
-# One Prober for every /explain request of this agent: its token bucket caps the traffic they add up to.
-EXPLAIN_PROBER = Prober()
 
 
 def explain(report: Report, query: ServiceQuery, *, pods: PodsSource | None, prober: Prober | None,
@@ -53,7 +50,7 @@ def explain(report: Report, query: ServiceQuery, *, pods: PodsSource | None, pro
 
 
 def explain_response(report: Report | None, query: str, *, pods: PodsSource | None = None,
-                     prober: Prober | None = EXPLAIN_PROBER) -> tuple[int, bytes]:
+                     prober: Prober | None = None) -> tuple[int, bytes]:
     """The agent's answer to GET /explain?service=NS/NAME[:PORT][&probes=0]: (HTTP status, JSON body)."""
     def error(status: int, message: str) -> tuple[int, bytes]:
         return status, (json.dumps({"error": message}) + "\n").encode()
@@ -82,7 +79,8 @@ def explain_response(report: Report | None, query: str, *, pods: PodsSource | No
 
 def serve_options(cfg: Config, provider: object) -> dict[str, object]:
     """explain_response's keyword arguments for an agent: where pods come from, and its prober (none with
-    --no-probes)."""
+    --no-probes). One Prober for every /explain request of this agent, owned by the agent's State (not the
+    module): its token bucket caps the traffic the requests add up to."""
     from agent.collect.service_pods import pods_source_for
 
-    return {"pods": pods_source_for(provider), "prober": EXPLAIN_PROBER if cfg.probes else None}
+    return {"pods": pods_source_for(provider), "prober": Prober() if cfg.probes else None}
