@@ -29,7 +29,7 @@ from agent.model.iptables import IptablesState
 from agent.model.views import Views
 from agent.serial import to_jsonable
 from bench.gen_iptables import generate
-from tests.rulesets import apply_partial, parse_lines
+from tests.rulesets import apply_partial, parse_lines, render
 from tests.snapshots import healthy
 from tests.testbed import PY, REPO, Node
 
@@ -37,16 +37,6 @@ BASE = apply_partial("".join(generate(24, 2)), "")
 KINDS = ("dispatch", "ladder", "endpoint", "ext", "plain", "reject")
 OPS = (*(f"add {k}" for k in KINDS), *(f"remove {k}" for k in KINDS), "unreference via dispatch",
        "reference from plain", "unreference from plain", "delete service chain", "probability")
-
-
-def render(tables: dict[str, dict[str, list[str]]]) -> str:
-    out = []
-    for name, chains in tables.items():
-        out.append(f"*{name}\n")
-        out.extend(f":{chain} - [0:0]\n" for chain in chains)
-        out.extend(f"{rule}\n" for rules in chains.values() for rule in rules)
-        out.append("COMMIT\n")
-    return "".join(out)
 
 
 def _chains(nat: dict[str, list[str]], prefix: str) -> list[str]:
