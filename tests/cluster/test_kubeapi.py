@@ -44,14 +44,6 @@ def eventually(cond: Callable[[], bool], timeout: float = 15.0) -> None:
         time.sleep(0.02)
 
 
-@pytest.fixture
-def api() -> Iterator[FakeApiServer]:
-    server = FakeApiServer(items())
-    server.start()
-    yield server
-    server.stop()
-
-
 def provider_for(api: FakeApiServer, tmp_path: Path, **kw: Any) -> KubeApiProvider:
     kc = tmp_path / "kubeconfig"
     kc.write_text(api.kubeconfig())

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,6 @@ from tests.cluster.test_kubeapi import NODE, eventually, items
 from tests.standins.kube_apiserver import FakeApiServer
 
 RNG = 0.5  # every random draw: start delay, backoff stretch, watch length
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApiServer]:
-    server = FakeApiServer(items())
-    server.start()
-    yield server
-    server.stop()
 
 
 def client_for(api: FakeApiServer, tmp_path: Path) -> Any:
