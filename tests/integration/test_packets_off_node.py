@@ -14,6 +14,11 @@ The client connects to ns3/svc3's NodePort on node1 (192.168.0.2:3003, externalT
 DNATs to 10.180.0.3:80 and forwards to node2. With kube-proxy's masquerade the pod answers node1, which un-NATs;
 without it the pod answers the client straight from 10.180.0.3 (node2 is on the client's LAN), and the client's
 socket, which talks to 192.168.0.2:3003, refuses it: the connection fails.
+
+loadBalancerSourceRanges: the client sends to ns5/svc5's LB IP from outside the ranges (192.168.0.10) and from
+inside (203.0.113.5). In nftables mode the `firewall-ips` element is the only gate (0/8 answers from outside before
+its deletion, 8/8 after); in iptables mode KUBE-PROXY-FIREWALL's DROP is not what keeps them out (0/8 both before
+and after), so that finding is info.
 """
 
 from __future__ import annotations
@@ -170,3 +175,22 @@ def test_nftables_firewall_element_deleted_lets_outside_clients_in_and_says_so(n
     # an exposure, not an outage: every client is served, so a warning, and it says the ranges are not enforced
     assert f["severity"] == "warning"
     assert "no rule dropping clients outside" in f["message"] and "203.0.113.0/25" in f["message"]
+    assert "the ranges are not enforced: anyone who reaches this node can use the Service" in f["message"]
+
+
+
+@pytest.mark.parametrize("backend", ["legacy", "nft"])
+def test_iptables_lb_drop_deleted_still_keeps_outside_clients_out_and_is_info(node: Node, tmp_path: Path,
+                                                                              backend: str) -> None:
+    """The iptables twin of the nftables fault above changes no answer: KUBE-FW-<hash> lets only the ranges on to
+    the Service, so the DROP in KUBE-PROXY-FIREWALL is not what keeps the rest out. Said as info, and truly."""
+    loaded(node, backend)
+    cluster = two_nodes(node)
+    assert (answers(cluster.client, LB_IP, 80, CLIENT), answers(cluster.client, LB_IP, 80, INSIDE)) == (0, TRIES)
+    expect = break_it(node, backend, "lb_drop_deleted")
+    assert (answers(cluster.client, LB_IP, 80, CLIENT), answers(cluster.client, LB_IP, 80, INSIDE)) == (0, TRIES)
+    doc = check(node, backend, tmp_path)
+    assert problems(doc) == set()
+    (f,) = [f for f in doc["findings"] if (f["id"], f["service"]) == expect]
+    assert f["severity"] == "info"
+    assert "still kept from the Service (KUBE-FW-NUKIZ6OKUXPJNT4C lets only the ranges on" in f["message"]
