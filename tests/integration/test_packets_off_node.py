@@ -71,7 +71,8 @@ def two_nodes(node: Node) -> Cluster:
     plain_routing(node.name)
     client, node2, pod = node.other_netns(), node.other_netns(forwarding=True), node.other_netns()
     for cmd in (("ip", "link", "add", "lan0", "type", "bridge"), ("ip", "link", "set", "lan0", "up"),
-                ("ip", "addr", "add", f"{CLIENT}/24", "dev", "lan0"), ("ip", "addr", "add", f"{INSIDE}/32", "dev", "lan0"),
+                ("ip", "addr", "add", f"{CLIENT}/24", "dev", "lan0"),
+                ("ip", "addr", "add", f"{INSIDE}/32", "dev", "lan0"),
                 ("ip", "route", "add", f"{LB_IP}/32", "via", NODE1)):  # the load balancer's choice: node1
         in_ns(client, *cmd)
     Node.wire(node.name, f"{NODE1}/24", client, b_master="lan0")
