@@ -122,8 +122,9 @@ def _issue17_faults(rs: list[Rule], dropping: set[str], affinity: set[str]) -> l
         out.append(Fault("lb_allow_deleted", (_delete(allow),), ("rules.lb_source_range_missing", allow.service)))
     fw_drop = _first(rs, lambda r: r.table == "filter" and r.chain == "KUBE-PROXY-FIREWALL" and "-j DROP" in r.spec)
     if fw_drop:
+        # KUBE-FW still keeps outside clients from the Service: no packet reaches it that did not before
         out.append(Fault("lb_drop_deleted", (_delete(fw_drop),),
-                         ("rules.lb_source_ranges_not_enforced", fw_drop.service)))
+                         ("rules.lb_source_ranges_not_enforced", fw_drop.service), severity="info"))
     local_drop = _first(rs, lambda r: r.table == "filter" and r.comment.endswith(" has no local endpoints"))
     if local_drop:
         out.append(Fault("local_drop_deleted", (_delete(local_drop),), ("rules.reject_missing", local_drop.service)))

@@ -73,7 +73,7 @@ class Node:
         self.name = f"svcd-{secrets.token_hex(4)}"
         self.tmp = tmp
         self.procs: list[subprocess.Popen[Any]] = []
-        self.pod_namespaces: list[str] = []  # `pod_on_bridge` namespaces, deleted with the node
+        self.pod_namespaces: list[str] = []  # `pod_on_bridge` and `other_netns` namespaces, deleted with the node
         subprocess.run(["ip", "netns", "add", self.name], check=True)
         self.sh("ip", "link", "set", "lo", "up")
 
@@ -231,6 +231,33 @@ class Node:
             self._wait_exec(proc, "pause")
         return port, pod
 
+    # more namespaces: clients, other nodes ------------------------------------------------------------
+    def other_netns(self, *, forwarding: bool = False) -> str:
+        """A bare namespace `svcd-<8 hex>` beside this node (an off-cluster client, a second node, a pod there),
+        deleted with it, with `plain_routing`."""
+        ns = f"svcd-{secrets.token_hex(4)}"
+        subprocess.run(["ip", "netns", "add", ns], check=True)
+        self.pod_namespaces.append(ns)
+        in_ns(ns, "ip", "link", "set", "lo", "up")
+        plain_routing(ns)
+        in_ns(ns, "sysctl", "-q", "-w", f"net.ipv4.ip_forward={int(forwarding)}")
+        return ns
+
+    @staticmethod
+    def wire(a: str, a_ip: str, b: str, b_ip: str = "", *, b_master: str = "") -> str:
+        """A veth from namespace `a` (address `a_ip`, CIDR) to namespace `b`, where its end gets `b_ip` or joins
+        the bridge `b_master`. Returns the name of `a`'s end."""
+        a_end, b_end = f"veth{secrets.token_hex(4)}", f"veth{secrets.token_hex(4)}"
+        in_ns(a, "ip", "link", "add", a_end, "type", "veth", "peer", "name", b_end, "netns", b)
+        in_ns(a, "ip", "addr", "add", a_ip, "dev", a_end)
+        in_ns(a, "ip", "link", "set", a_end, "up")
+        if b_ip:
+            in_ns(b, "ip", "addr", "add", b_ip, "dev", b_end)
+        if b_master:
+            in_ns(b, "ip", "link", "set", b_end, "master", b_master)
+        in_ns(b, "ip", "link", "set", b_end, "up")
+        return a_end
+
     # svcdoctor ----------------------------------------------------------------------------------------
     def svcdoctor(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv(PY, "-m", "agent", *args), capture_output=True, text=True,
@@ -276,6 +303,24 @@ class Node:
         subprocess.run(["ip", "netns", "del", self.name], check=False)
         for pod in self.pod_namespaces:
             subprocess.run(["ip", "netns", "del", pod], check=False)
+
+
+def in_ns(ns: str, *cmd: str) -> str:
+    """Run `cmd` in namespace `ns`; its stdout, or an AssertionError with its stderr."""
+    res = subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} in {ns} failed ({res.returncode}): {res.stderr.strip()}")
+    return res.stdout
+
+
+def plain_routing(ns: str) -> None:
+    """No reverse-path filter and no ICMP redirects in `ns` (call before wiring it): a reply that comes back
+    another way reaches the socket, which refuses it, and a node that forwards on the link a packet came in by
+    does not teach the sender a shortcut around it (conntrack would NAT the redirect's inner header too)."""
+    for key in ("all", "default"):
+        in_ns(ns, "sysctl", "-q", "-w", f"net.ipv4.conf.{key}.rp_filter=0")
+        in_ns(ns, "sysctl", "-q", "-w", f"net.ipv4.conf.{key}.send_redirects=0")
+        in_ns(ns, "sysctl", "-q", "-w", f"net.ipv4.conf.{key}.accept_redirects=0")
 
 
 def _strip_save_comments(text: str) -> str:

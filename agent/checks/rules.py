@@ -144,7 +144,17 @@ def _firewall(exp: ExpectedPort, prog: ProgrammedPort | None, mode: str, address
                 **ev, "missing": missing, "allowed": allowed,
                 "chain": prog.evidence.get("fw_chain", "") if prog else ""})
     if FIREWALL not in got:
-        yield finding("rules.lb_source_ranges_not_enforced", exp.service, service=exp.service, evidence=ev)
+        # What the missing drop does differs by mode (measured in tests/integration/test_packets_off_node.py).
+        # nftables: the firewall-ips element is the only gate, so without it every client is sent to the Service.
+        # iptables: KUBE-FW-<hash> lets only the ranges on to KUBE-EXT, so outside clients are still not DNATed;
+        # KUBE-PROXY-FIREWALL's DROP only stops their packets going wherever the node routes the LB address.
+        gated = mode == "iptables" and allowed is not None
+        effect = (f"outside clients are still kept from the Service ({prog.evidence.get('fw_chain', 'KUBE-FW')} "
+                  "lets only the ranges on to it), but their packets to that address are no longer dropped here and "
+                  "go wherever this node routes it" if gated and prog is not None else
+                  "the ranges are not enforced: anyone who reaches this node can use the Service there")
+        yield finding("rules.lb_source_ranges_not_enforced", exp.service, service=exp.service,
+                      evidence={**ev, "effect": effect}, severity="info" if gated else None)
 
 
 def _localhost_twins(exp: ExpectedPort, prog: ProgrammedPort) -> Iterator[Finding]:
