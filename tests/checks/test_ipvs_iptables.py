@@ -1,0 +1,145 @@
+"""IPVS mode's `-m set` iptables rules (agent/checks/ipvs_iptables.py) on the reconstructed IPVS-mode dump in
+tests/fixtures/kube-proxy/ipvs/: silent on it, one finding per deleted rule, nothing from a failed source."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from agent.checks import ipvs_iptables
+from agent.checks.ipvs_iptables_rules import RULES, set_name
+from agent.collect.iptables_parse import parse_text
+from agent.collect.ipvs import parse_ipset_save
+from agent.model import KubeProxyHTTP, Snapshot, Source
+from agent.model.iptables import IptablesState
+from agent.model.ipvs import IpvsState
+from tests.checks.helpers import run_checks
+from tests.ipvs_mutations import FAULTS, IPVS, SILENT, IpvsFault
+from tests.snapshots import failed, healthy, kube_proxy_process
+
+SAVED = (IPVS / "overall.legacy-save.rules").read_text()
+IPSETS = parse_ipset_save((IPVS / "overall.ipset-save.txt").read_text().splitlines())
+VIPS = sorted(m for m in IPSETS["KUBE-IPVS-IPS"])
+
+
+def ipvs_snapshot(saved: str = SAVED, ipsets: dict[str, list[str]] | None = None, **replace: object) -> Snapshot:
+    """kube-proxy v1.31 in IPVS mode with a working kernel (no virtual servers: this check does not read them)."""
+    base = healthy()
+    http = dataclasses.replace(base.kube_proxy_http.data, proxy_mode="ipvs") if base.kube_proxy_http.data else None
+    assert isinstance(http, KubeProxyHTTP)
+    sources: dict[str, object] = {
+        "kube_proxy": Source("kube_proxy", ok=True,
+                             data=kube_proxy_process("--hostname-override=test-node", "--proxy-mode=ipvs")),
+        "kube_proxy_http": Source("kube_proxy_http", ok=True, data=http),
+        "iptables": Source("iptables", ok=True, data=IptablesState(
+            backend="legacy", backend_reason="test", rulesets=(parse_text(saved),))),
+        "ipvs": Source("ipvs", ok=True, data=IpvsState(interface_present=True, interface_addresses=VIPS,
+                                                       ipsets=dict(IPSETS if ipsets is None else ipsets))),
+        **replace,
+    }
+    return healthy(**sources)
+
+
+def ours(snap: Snapshot) -> set[tuple[str, str, str]]:
+    return {(f.id, f.subject, f.severity) for f in ipvs_iptables.check(snap)}
+
+
+def without(line: str, text: str = SAVED) -> str:
+    lines = text.splitlines()
+    assert line in lines, line
+    return "\n".join(x for x in lines if x != line) + "\n"
+
+
+def saved_form(fault: IpvsFault) -> str:
+    """The fault's rule as iptables-save prints it (options reordered, defaults added)."""
+    rule = fault.rule
+    spec = rule.spec.replace('"', "").replace("--or-mark", "--set-xmark")  # as iptables-save prints it
+    want = {tok for tok in spec.split() if not tok.startswith("0x")}
+    hits = [x for x in SAVED.splitlines()
+            if x.startswith(f"-A {rule.chain} ") and want <= set(x.replace('"', "").split())]
+    table_lines = SAVED.split(f"*{rule.table}\n", 1)[1].split("COMMIT", 1)[0].splitlines()
+    (hit,) = [x for x in hits if x in table_lines]
+    return hit
+
+
+def test_the_clean_dump_gives_no_finding_at_all() -> None:
+    snap = ipvs_snapshot()
+    assert ours(snap) == set()
+    # nor from any other check on a node whose IPVS state is whole
+    assert {f.id for f in run_checks(snap) if f.severity != "info"} == set()
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=str)
+def test_each_deleted_rule_gives_its_finding(fault: IpvsFault) -> None:
+    got = ours(ipvs_snapshot(without(saved_form(fault))))
+    assert got == {(*fault.expect, fault.severity)}
+
+
+def test_every_judged_rule_is_in_the_fixture_and_in_the_faults() -> None:
+    """Each rule of RULES that kube-proxy writes for this fixture's sets has a fault (none judged untested)."""
+    subjects = {f.expect[1] for f in FAULTS}
+    written = {f"{r.table}/{r.chain}/{r.key}" for r in RULES
+               if (not r.set or r.set in IPSETS) and (not r.written_if_members or IPSETS.get(r.written_if_members))}
+    # the second external-IP-Local ACCEPT and the LoadBalancer ACCEPT behave as their tested twins
+    assert written - subjects == {"nat/KUBE-SERVICES/KUBE-EXTERNAL-IP-LOCAL/local",
+                                  "nat/KUBE-SERVICES/KUBE-LOAD-BALANCER/accept"}
+
+
+def test_a_return_moved_below_the_reject_is_a_rejection() -> None:
+    line = "-A KUBE-IPVS-FILTER -m set --match-set KUBE-CLUSTER-IP dst,dst -j RETURN"
+    moved = without(line).replace("-A KUBE-IPVS-FILTER -m conntrack",
+                                  "-A KUBE-IPVS-FILTER -m conntrack", 1).replace("\nCOMMIT\n", f"\n{line}\nCOMMIT\n")
+    assert line in moved.splitlines()
+    assert ours(ipvs_snapshot(moved)) == {("ipvs.service_ips_rejected", "filter/KUBE-IPVS-FILTER/KUBE-CLUSTER-IP",
+                                           "critical")}
+
+
+def test_an_altered_rule_counts_as_missing() -> None:
+    line = "-A KUBE-IPVS-FILTER -m set --match-set KUBE-CLUSTER-IP dst,dst -j RETURN"
+    altered = SAVED.replace(line, line.replace("dst,dst", "src,dst"))
+    assert ours(ipvs_snapshot(altered)) == {("ipvs.service_ips_rejected", "filter/KUBE-IPVS-FILTER/KUBE-CLUSTER-IP",
+                                             "critical")}
+
+
+def test_a_rule_on_an_empty_set_is_not_expected_and_an_empty_served_set_is_info() -> None:
+    no_loop = {k: ([] if k == "KUBE-LOOP-BACK" else v) for k, v in IPSETS.items()}
+    hairpin = "-A KUBE-POSTROUTING -m comment --comment \"Kubernetes endpoints dst ip:port, source ip for solving " \
+              "hairpin purpose\" -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE"
+    assert ours(ipvs_snapshot(without(hairpin), no_loop)) == set()
+    no_lb = {k: ([] if k == "KUBE-LOAD-BALANCER" else v) for k, v in IPSETS.items()}
+    line = "-A KUBE-IPVS-FILTER -m set --match-set KUBE-LOAD-BALANCER dst,dst -j RETURN"
+    assert ours(ipvs_snapshot(without(line), no_lb)) >= {
+        ("ipvs.service_ips_rejected", "filter/KUBE-IPVS-FILTER/KUBE-LOAD-BALANCER", "info")}
+
+
+@pytest.mark.parametrize("rule", SILENT, ids=lambda r: r.spec[:40])
+def test_forward_accepts_under_an_accept_policy_are_silent(rule: object) -> None:
+    line = next(x for x in SAVED.splitlines() if x.startswith("-A KUBE-FORWARD") and "conntrack" in x) \
+        if "conntrack" in str(rule) else next(x for x in SAVED.splitlines() if x.startswith("-A KUBE-FORWARD"))
+    assert ours(ipvs_snapshot(without(line))) == set()
+    dropping = without(line).replace(":FORWARD ACCEPT", ":FORWARD DROP")
+    assert ours(ipvs_snapshot(dropping)) == {("iptables.forward_accept_missing", "filter/FORWARD", "warning")}
+
+
+def test_a_failed_ipset_read_is_a_failed_source_and_nothing_else() -> None:
+    broken = IpvsState(interface_present=True, ipset_error="`ipset save` timed out after 5s")
+    snap = ipvs_snapshot(without(saved_form(FAULTS[0])), ipvs=Source("ipvs", ok=True, data=broken))
+    assert ours(snap) == {("agent.source_failed", "ipset", "warning")}
+
+
+def test_a_failed_iptables_read_judges_nothing() -> None:
+    assert ours(ipvs_snapshot(iptables=failed("iptables"))) == set()
+
+
+def test_not_judged_outside_ipvs_mode() -> None:
+    snap = ipvs_snapshot(without(saved_form(FAULTS[0])))
+    iptables_mode = dataclasses.replace(snap, kube_proxy=Source("kube_proxy", ok=True, data=kube_proxy_process(
+        "--hostname-override=test-node", "--proxy-mode=iptables")), kube_proxy_http=healthy().kube_proxy_http)
+    assert ours(iptables_mode) == set()
+
+
+def test_ipv6_set_names() -> None:
+    assert set_name("KUBE-CLUSTER-IP", 6) == "KUBE-6-CLUSTER-IP"
+    assert set_name("KUBE-NODE-PORT-LOCAL-SCTP-HASH", 6) == "KUBE-6-NODE-PORT-LOCAL-SCTP-HAS"  # 31 characters
+    assert set_name("KUBE-CLUSTER-IP", 4) == "KUBE-CLUSTER-IP"
