@@ -7,11 +7,14 @@ iptables comparison does not depend on the virtual servers.
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from tests.integration.test_ipvs import start
+from tests.integration.test_packets import BRIDGE_IP, CONNECT, LISTEN
 from tests.ipvs_mutations import FAULTS, IPVS, IpvsFault
-from tests.testbed import Node, problems
+from tests.testbed import PY, Node, problems
 
 pytestmark = pytest.mark.netns
 BACKENDS = ("legacy", "nft")
@@ -54,3 +57,39 @@ def test_each_deleted_rule_gives_its_finding(node: Node, fault: IpvsFault, backe
     node.sh(f"iptables-{backend}", "-w", "60", *fault.command)
     _, doc = node.check("--no-api")
     assert findings(doc) == {(*fault.expect, fault.severity)}, fault.kind
+
+
+CLUSTER_IP = "172.30.0.41"  # in KUBE-CLUSTER-IP as 172.30.0.41,tcp:80
+RETURN_CLUSTER_IP = next(f for f in FAULTS if f.kind == "filter_cluster_ip_return")
+
+
+def test_deleting_the_cluster_ip_return_refuses_pods_and_is_critical(node: Node) -> None:
+    """The packet, both ways. A pod on a bridge connects to a ClusterIP; this kernel has no ip_vs, so a listener on
+    the node at ClusterIP:80 (the address on kube-ipvs0) stands in for IPVS, which takes the packet at LOCAL_IN
+    after filter INPUT has run, exactly where the listener receives it. With KUBE-IPVS-FILTER whole the connection
+    is answered and nothing is reported; with its KUBE-CLUSTER-IP RETURN deleted the REJECT of new connections to
+    kube-ipvs0's addresses refuses it, and svcdoctor says so, critical. (Only forwarded-in traffic is tested: the
+    node's own connections to a VIP are taken by IPVS at LOCAL_OUT and never reach INPUT.)"""
+    ipvs_node(node, "legacy")
+    node.bridge("cni0")
+    node.sh("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", "cni0")
+    _, pod = node.pod_on_bridge("cni0", "10.180.0.7", hairpin=False)
+    subprocess.run(["ip", "netns", "exec", pod, "ip", "route", "add", "default", "via", BRIDGE_IP], check=True)
+    ipvs_standin = subprocess.Popen(node.argv(PY, "-c", LISTEN, CLUSTER_IP), stdout=subprocess.PIPE, text=True,
+                                    stdin=subprocess.DEVNULL)
+    node.procs.append(ipvs_standin)
+    assert ipvs_standin.stdout is not None and ipvs_standin.stdout.readline().strip() == "ready"
+
+    def from_pod() -> str:
+        return subprocess.run(["ip", "netns", "exec", pod, PY, "-c", CONNECT, CLUSTER_IP, "80"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert from_pod() == "ok"
+    _, doc = node.check("--no-api")
+    assert findings(doc) == set()
+    node.sh("iptables-legacy", "-w", "60", *RETURN_CLUSTER_IP.command)
+    assert from_pod() == "ConnectionRefusedError"
+    _, doc = node.check("--no-api")
+    assert findings(doc) == {("ipvs.service_ips_rejected", "filter/KUBE-IPVS-FILTER/KUBE-CLUSTER-IP", "critical")}
+    (hit,) = [f for f in doc["findings"] if f["id"] == "ipvs.service_ips_rejected"]
+    assert (hit["evidence"]["set"], hit["evidence"]["set_members"]) == ("KUBE-CLUSTER-IP", 6)
