@@ -36,7 +36,7 @@ def check(snap: Snapshot) -> Iterator[Finding]:
     for rs in snap.iptables.data.rulesets:
         if set_name(CLUSTER_IP_SET, rs.family) not in state.ipsets or (served is not None and rs.family not in served):
             continue  # kube-proxy's IPVS proxier never ran for this family: nothing of it to compare
-        yield from judge(rs, state, snap.iptables.data.backend)
+        yield from judge(rs, state, snap.iptables.data.backend, decide_mode(snap).version or "(version unknown)")
 
 
 def chain_rules(table: Table, chain: str) -> tuple[str, ...]:
@@ -55,10 +55,7 @@ def _present(rule: SetRule, rules: tuple[str, ...], family: int) -> int | None:
     return None
 
 
-def _expected(rule: SetRule, state: IpvsState, family: int, chains: dict[str, Table]) -> bool:
-    table = chains.get(rule.table)
-    if (rule.table, rule.chain) in JUDGED_WHEN_PRESENT and (table is None or rule.chain not in table.chains):
-        return False  # a kube-proxy older than this chain
+def _expected(rule: SetRule, state: IpvsState, family: int) -> bool:
     if rule.set and set_name(rule.set, family) not in state.ipsets:
         return False  # kube-proxy cannot have written a rule on a set that does not exist
     return not rule.written_if_members or bool(state.ipsets.get(set_name(rule.written_if_members, family)))
@@ -71,12 +68,26 @@ def _severity(rule: SetRule, state: IpvsState, family: int) -> Severity:
     return rule.severity
 
 
-def judge(rs: RuleSet, state: IpvsState, backend: str) -> Iterator[Finding]:
+def _absent_chains(rs: RuleSet, state: IpvsState, common: dict[str, object], version: str
+                   ) -> tuple[set[tuple[str, str]], list[Finding]]:
+    """The chains of RULES this ruleset lacks, and what to say of them. A chain newer than IPVS mode itself may be
+    absent (an older kube-proxy); any other absent chain is iptables.chain_missing, once, instead of a finding per
+    rule, and only while IPVS works: without it kube-proxy's IPVS proxier cannot run at all and
+    ipvs.kernel_unavailable is the cause."""
+    absent = {(r.table, r.chain) for r in RULES if r.chain not in rs.table(r.table).chains}
+    said = [finding("iptables.chain_missing", f"{table}/{chain}", evidence={
+        "table": table, "chain": chain, "version": version, **common})
+        for table, chain in sorted(absent - JUDGED_WHEN_PRESENT) if state.kernel_available]
+    return absent, said
+
+
+def judge(rs: RuleSet, state: IpvsState, backend: str, version: str) -> Iterator[Finding]:
     common = {"family": rs.family, "backend": backend}
-    tables = dict(rs.tables)
+    absent, said = _absent_chains(rs, state, common, version)
+    yield from said
     reject = next(r for r in RULES if r.chain == "KUBE-IPVS-FILTER" and r.target == "REJECT")
     for rule in RULES:
-        if not _expected(rule, state, rs.family, tables):
+        if (rule.table, rule.chain) in absent or not _expected(rule, state, rs.family):
             continue
         rules = chain_rules(rs.table(rule.table), rule.chain)
         at = _present(rule, rules, rs.family)

@@ -143,3 +143,24 @@ def test_ipv6_set_names() -> None:
     assert set_name("KUBE-CLUSTER-IP", 6) == "KUBE-6-CLUSTER-IP"
     assert set_name("KUBE-NODE-PORT-LOCAL-SCTP-HASH", 6) == "KUBE-6-NODE-PORT-LOCAL-SCTP-HAS"  # 31 characters
     assert set_name("KUBE-CLUSTER-IP", 4) == "KUBE-CLUSTER-IP"
+
+
+def without_chain(table: str, chain: str) -> str:
+    section = SAVED.split(f"*{table}\n", 1)[1].split("COMMIT", 1)[0]
+    kept = [x for x in section.splitlines() if not x.startswith((f"-A {chain} ", f":{chain} "))
+            and not x.endswith(f"-j {chain}")]
+    return SAVED.replace(section, "\n".join(kept) + "\n")
+
+
+def test_an_absent_chain_is_one_chain_missing_not_a_finding_per_rule() -> None:
+    assert ours(ipvs_snapshot(without_chain("nat", "KUBE-NODE-PORT"))) == {
+        ("iptables.chain_missing", "nat/KUBE-NODE-PORT", "critical"),
+        ("ipvs.iptables_rule_missing", "nat/KUBE-SERVICES/KUBE-NODE-PORT", "critical")}  # its jump, gone with it
+    # without IPVS in the kernel the IPVS proxier cannot run: ipvs.kernel_unavailable says why, nothing here
+    no_kernel = IpvsState(kernel_available=False, kernel_error="ip_vs is not loaded", ipsets=IPSETS)
+    snap = ipvs_snapshot(without_chain("nat", "KUBE-NODE-PORT"), ipvs=Source("ipvs", ok=True, data=no_kernel))
+    assert ours(snap) == {("ipvs.iptables_rule_missing", "nat/KUBE-SERVICES/KUBE-NODE-PORT", "critical")}
+
+
+def test_a_chain_newer_than_the_kube_proxy_is_not_expected() -> None:
+    assert ours(ipvs_snapshot(without_chain("filter", "KUBE-IPVS-FILTER"))) == set()
