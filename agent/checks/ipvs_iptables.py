@@ -98,11 +98,15 @@ def judge(rs: RuleSet, state: IpvsState, backend: str, version: str) -> Iterator
         if at is not None:
             continue
         the_set = set_name(rule.set, rs.family) if rule.set else ""
-        yield finding(rule.finding, f"{rule.table}/{rule.chain}/{set_name(rule.key, rs.family)}", evidence={
-            "table": rule.table, "chain": rule.chain, "set": the_set or "(none)",
-            "set_members": len(state.ipsets.get(the_set, [])) if the_set else 0,
-            "rule": expected_text(rule, rs.family), "effect": rule.effect, "rules": list(rules[:12]), **common},
-            severity=_severity(rule, state, rs.family))
+        subject = f"{rule.table}/{rule.chain}/{set_name(rule.key, rs.family)}"
+        evidence = {"table": rule.table, "chain": rule.chain, "set": the_set or "(none)",
+                    "set_members": len(state.ipsets.get(the_set, [])) if the_set else 0,
+                    "rule": expected_text(rule, rs.family), "effect": rule.effect, "rules": list(rules[:12]), **common}
+        severity = _severity(rule, state, rs.family)
+        if rule.rejects:
+            yield finding("ipvs.service_ips_rejected", subject, evidence=evidence, severity=severity)
+        else:
+            yield finding("ipvs.iptables_rule_missing", subject, evidence=evidence, severity=severity)
     nat_chains = set(rs.table("nat").chains)
     yield from masquerade_rules(rs, nat_chains, common)
     if "filter" in rs.tables:

@@ -21,8 +21,6 @@ from agent.model import Severity
 CRITICAL: Severity = "critical"
 WARNING: Severity = "warning"
 INFO: Severity = "info"
-REJECTED = "ipvs.service_ips_rejected"  # a KUBE-IPVS-FILTER RETURN: its set's VIPs are rejected
-MISSING = "ipvs.iptables_rule_missing"  # any other rule: severity per rule
 
 
 @dataclass(frozen=True)
@@ -40,7 +38,9 @@ class SetRule:
     # the sets whose members the rule serves: with all of them empty nothing is lost, so the finding is info
     serves: tuple[str, ...] = ()
     effect: str = ""
-    finding: str = MISSING
+    # a KUBE-IPVS-FILTER RETURN: missing, its set's VIPs are refused (ipvs.service_ips_rejected); any other rule is
+    # ipvs.iptables_rule_missing
+    rejects: bool = False
 
     def needles_for(self, family: int) -> tuple[str, ...]:
         return tuple(n.replace("{set}", set_name(self.set, family)) for n in self.needles)
@@ -133,7 +133,7 @@ RULES: tuple[SetRule, ...] = (
             "if nothing else in INPUT drops them"),
     # filter KUBE-IPVS-FILTER (kubernetes#72236): RETURN for every Service address, REJECT of the rest --------
     *(SetRule("filter", "KUBE-IPVS-FILTER", name, "RETURN", _match("dst,dst"), name, serves=(name,),
-              finding=REJECTED, effect=f"new connections to the {what} in {name} reach KUBE-IPVS-FILTER's REJECT: "
+              rejects=True, effect=f"new connections to the {what} in {name} reach KUBE-IPVS-FILTER's REJECT: "
               "they are refused (from pods and other nodes; the node's own connections skip INPUT)")
       for name, what in (("KUBE-LOAD-BALANCER", "LoadBalancer IPs"), ("KUBE-CLUSTER-IP", "ClusterIPs"),
                          ("KUBE-EXTERNAL-IP", "external IPs"), ("KUBE-EXTERNAL-IP-LOCAL", "external IPs"))),
