@@ -167,3 +167,19 @@ def test_an_absent_chain_is_one_chain_missing_not_a_finding_per_rule() -> None:
 
 def test_a_chain_newer_than_the_kube_proxy_is_not_expected() -> None:
     assert ours(ipvs_snapshot(without_chain("filter", "KUBE-IPVS-FILTER"))) == set()
+
+
+def test_ipv6_rules_match_on_the_kube_6_sets() -> None:
+    """kube-proxy's IPv6 proxier writes the same rules on its KUBE-6-* sets (ip6tables): the fixture with its set
+    names so renamed is silent as an IPv6 rule set, and loses its ClusterIP RETURN the same way."""
+    renamed = {set_name(k, 6): v for k, v in IPSETS.items()}
+    saved6 = SAVED
+    for name in sorted(IPSETS, key=len, reverse=True):
+        saved6 = saved6.replace(f"--match-set {name} ", f"--match-set {set_name(name, 6)} ")
+    snap = ipvs_snapshot(ipsets=renamed)
+    v6 = dataclasses.replace(snap.iptables.data, rulesets=(parse_text(saved6, family=6),))
+    assert ours(dataclasses.replace(snap, iptables=Source("iptables", ok=True, data=v6))) == set()
+    line = "-A KUBE-IPVS-FILTER -m set --match-set KUBE-6-CLUSTER-IP dst,dst -j RETURN"
+    v6 = dataclasses.replace(snap.iptables.data, rulesets=(parse_text(without(line, saved6), family=6),))
+    assert ours(dataclasses.replace(snap, iptables=Source("iptables", ok=True, data=v6))) == {
+        ("ipvs.service_ips_rejected", "filter/KUBE-IPVS-FILTER/KUBE-6-CLUSTER-IP", "critical")}
