@@ -183,3 +183,11 @@ def test_ipv6_rules_match_on_the_kube_6_sets() -> None:
     v6 = dataclasses.replace(snap.iptables.data, rulesets=(parse_text(without(line, saved6), family=6),))
     assert ours(dataclasses.replace(snap, iptables=Source("iptables", ok=True, data=v6))) == {
         ("ipvs.service_ips_rejected", "filter/KUBE-IPVS-FILTER/KUBE-6-CLUSTER-IP", "critical")}
+
+
+@pytest.mark.parametrize("form", ["-m set --match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ",  # masqueradeAll
+                                  "-m set --match-set KUBE-CLUSTER-IP src,dst -j KUBE-MARK-MASQ"],  # no detector
+                         ids=["masquerade_all", "no_local_detector"])
+def test_every_form_of_the_cluster_ip_masquerade_is_kube_proxys(form: str) -> None:
+    line = next(x for x in SAVED.splitlines() if "KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ" in x)
+    assert ours(ipvs_snapshot(SAVED.replace(line, f"-A KUBE-SERVICES {form}"))) == set()
