@@ -50,11 +50,12 @@ def test_the_clean_ipvs_node_is_silent(node: Node, backend: str) -> None:
     assert findings(doc) == set()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("fault", FAULTS, ids=str)
-def test_each_deleted_rule_gives_its_finding(node: Node, fault: IpvsFault, backend: str) -> None:
-    ipvs_node(node, backend)
-    node.sh(f"iptables-{backend}", "-w", "60", *fault.command)
+def test_each_deleted_rule_gives_its_finding(node: Node, fault: IpvsFault) -> None:
+    """On iptables-nft (both backends save this dump alike but for the order of tables, and the clean node and the
+    packet test run on legacy), to keep the suite inside its budget."""
+    ipvs_node(node, "nft")
+    node.sh("iptables-nft", "-w", "60", *fault.command)
     _, doc = node.check("--no-api")
     assert findings(doc) == {(*fault.expect, fault.severity)}, fault.kind
 
