@@ -24,7 +24,8 @@ from agent.model.ipvs import CLUSTER_IP_SET, IpvsState
 
 
 def check(snap: Snapshot) -> Iterator[Finding]:
-    if decide_mode(snap).mode != "ipvs" or not snap.ipvs.ok or snap.ipvs.data is None:
+    decision = decide_mode(snap)
+    if decision.mode != "ipvs" or not snap.ipvs.ok or snap.ipvs.data is None:
         return
     state = snap.ipvs.data
     if state.ipset_error is not None:
@@ -36,7 +37,7 @@ def check(snap: Snapshot) -> Iterator[Finding]:
     for rs in snap.iptables.data.rulesets:
         if set_name(CLUSTER_IP_SET, rs.family) not in state.ipsets or (served is not None and rs.family not in served):
             continue  # kube-proxy's IPVS proxier never ran for this family: nothing of it to compare
-        yield from judge(rs, state, snap.iptables.data.backend, decide_mode(snap).version or "(version unknown)")
+        yield from judge(rs, state, snap.iptables.data.backend, decision.version or "(version unknown)")
 
 
 def chain_rules(table: Table, chain: str) -> tuple[str, ...]:
