@@ -22,6 +22,7 @@ from agent.checks import (
     iptables_services,
     iptables_structure,
     ipvs,
+    ipvs_iptables,
     kube_proxy,
     kube_proxy_log,
     kube_proxy_metrics,
@@ -65,6 +66,7 @@ CHECKS: tuple[CheckFunc, ...] = (
     rules.check,
     snapshot_only(nftables.check),
     snapshot_only(ipvs.check),
+    snapshot_only(ipvs_iptables.check),
     hairpin.check,
     snapshot_only(probes.check),
 )

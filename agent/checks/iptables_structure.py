@@ -12,7 +12,7 @@ from agent.checks.iptables_names import service_names
 from agent.checks.iptables_scope import scope
 from agent.checks.programmed_iptables import reaches_node_ports
 from agent.model import Finding, Snapshot
-from agent.model.iptables import RuleSet, jump_target
+from agent.model.iptables import RuleSet, Table, jump_target
 
 ALWAYS = (0, 0)
 # (table, chain, first kube-proxy version that writes it)
@@ -100,7 +100,7 @@ def _skeleton(sc: Context, rs: RuleSet) -> Iterator[Finding]:
         elif last is None or last.target != "KUBE-NODEPORTS":
             yield finding("iptables.nodeports_not_last", "nat/KUBE-SERVICES", evidence={
                 "last_rule": last.text if last else "(the chain is empty)", "has_nodeports_jump": True, **common})
-    yield from _masquerade(rs, present.get("nat", set()), common)
+    yield from masquerade_rules(rs, present.get("nat", set()), common)
 
 
 # Canary chains: empty chains whose disappearance tells their owner that something flushed the tables
@@ -125,6 +125,16 @@ def node_wide(rs: RuleSet, backend: str, *, kubelet_running: bool) -> Iterator[F
     filt = rs.tables.get("filter")
     if filt is None:
         return
+    yield from forward_accepts(filt, common)
+    if rs.family == 4 and "KUBE-FIREWALL" in filt.chains:
+        rules = filt.plain.get("KUBE-FIREWALL", ())
+        if not any("-d 127.0.0.0/8" in rule and "-j DROP" in rule for rule in rules):
+            yield finding("iptables.localnet_block_missing", "filter/KUBE-FIREWALL", evidence={
+                "rules": list(rules[:10]), **common})
+
+
+def forward_accepts(filt: Table, common: dict[str, object]) -> Iterator[Finding]:
+    """KUBE-FORWARD's accepts, which matter only under a FORWARD policy of DROP (iptables and IPVS mode alike)."""
     forward = filt.plain.get("KUBE-FORWARD", ())
     if filt.policies.get("FORWARD") == "DROP" and "KUBE-FORWARD" in filt.chains:
         missing = [what for what, needles in FORWARD_ACCEPTS
@@ -132,11 +142,6 @@ def node_wide(rs: RuleSet, backend: str, *, kubelet_running: bool) -> Iterator[F
         if missing:
             yield finding("iptables.forward_accept_missing", "filter/FORWARD", evidence={
                 "missing": " and ".join(missing), "rules": list(forward[:10]), **common})
-    if rs.family == 4 and "KUBE-FIREWALL" in filt.chains:
-        rules = filt.plain.get("KUBE-FIREWALL", ())
-        if not any("-d 127.0.0.0/8" in rule and "-j DROP" in rule for rule in rules):
-            yield finding("iptables.localnet_block_missing", "filter/KUBE-FIREWALL", evidence={
-                "rules": list(rules[:10]), **common})
 
 
 def _nodeports_unreached(rs: RuleSet, common: dict[str, object]) -> Finding:
@@ -154,13 +159,14 @@ _MASQUERADE = (("KUBE-MARK-MASQ", "MARK --or-mark / --set-xmark", (" --or-mark "
                ("KUBE-POSTROUTING", "MASQUERADE", (" -j MASQUERADE",)))
 
 
-def _masquerade(rs: RuleSet, nat_chains: set[str], common: dict[str, object]) -> Iterator[Finding]:
+def masquerade_rules(rs: RuleSet, nat_chains: set[str], common: dict[str, object]) -> Iterator[Finding]:
     plain = rs.table("nat").plain
     for chain, what, needles in _MASQUERADE:
         if chain not in nat_chains:
             continue  # chain_missing says so
         rules = plain.get(chain, ())
-        if not any(n in rule for rule in rules for n in needles):
+        # IPVS mode's hairpin MASQUERADE (`--match-set KUBE-LOOP-BACK`) is not the masquerade of marked packets
+        if not any(n in rule and "--match-set" not in rule for rule in rules for n in needles):
             yield finding("iptables.masquerade_missing", f"nat/{chain}", evidence={
                 "chain": chain, "missing": what, "rules": list(rules[:10]), **common})
 
