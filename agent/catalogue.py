@@ -24,6 +24,10 @@ class Entry:
     message: str
     remedy: str
     retired: bool = False
+    # Compares reads taken at different instants (rules against the API, iptables against ipsets), so a
+    # sync between them can show a difference for one run: reported only when the previous run of a
+    # series found it too (agent/runner.py). Every rules.* id, and any entry with `persist = true`.
+    persist: bool = False
 
     @property
     def doc(self) -> str:
@@ -44,7 +48,7 @@ def load() -> dict[str, Entry]:
             if e["severity"] not in SEVERITIES:
                 raise ValueError(f"catalogue: {fid} has unknown severity {e['severity']!r}")
             entries[fid] = Entry(fid, e["severity"], e["title"], e["message"], e["remedy"],
-                                 bool(e.get("retired", False)))
+                                 bool(e.get("retired", False)), bool(e.get("persist", area == "rules")))
     return entries
 
 

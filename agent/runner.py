@@ -7,7 +7,8 @@ collector is remembered and not started again until it returns: a stuck read cos
 one thread per interval. Subprocesses inside collectors have their own timeouts and are killed.
 The Runner owns its collectors' readers: whatever a reader remembers between reads is the runner's.
 
-Rule differences must persist: a rules.* finding is reported only when the same difference (id,
+Rule differences must persist: a rules.* finding (or one whose catalogue entry says `persist`, such as
+IPVS mode's iptables rules against the ipsets) is reported only when the same difference (id,
 subject, evidence) was also found by the previous run, so one snapshot taken mid-sync never pages
 anyone. `check(snap, previous)` takes the previous run's differences (`Report.rule_differences`);
 `previous=None` is a single run (`svcdoctor check`, `check --from`): every difference is reported.
@@ -27,6 +28,7 @@ from typing import Any
 
 from agent import __version__
 from agent.catalogue import finding
+from agent.catalogue import load as load_catalogue
 from agent.checks import CHECKS, CheckFunc
 from agent.checks.derive import derive
 from agent.collect import COLLECTORS, Collector
@@ -38,7 +40,6 @@ from agent.model.report import DiffKey, Report
 from agent.model.views import Views
 
 __all__ = ["Report", "Runner"]
-DEBOUNCED_PREFIX = "rules."
 
 log = logging.getLogger("svcdoctor.runner")
 SOURCE_FIELDS = frozenset(name for name, f in Snapshot.__dataclass_fields__.items() if str(f.type).startswith("Source"))
@@ -150,7 +151,8 @@ class Runner:
 
     # checking ----------------------------------------------------------------------------------------
     def check(self, snap: Snapshot, previous: frozenset[DiffKey] | None = None) -> Report:
-        """Derive the views, run every check, keep the rules.* differences also in `previous` (all of
+        """Derive the views, run every check, keep the persisting differences (rules.* and
+        `persist` ids) also in `previous` (all of
         them when it is None: a single run)."""
         t0 = time.monotonic()
         found: list[Finding] = []
@@ -162,9 +164,10 @@ class Runner:
                 found.append(finding("agent.check_failed", f"{fn.__module__}.{fn.__name__}",
                                      evidence={"error": f"{type(exc).__name__}: {exc}",
                                                "traceback": traceback.format_exc(limit=3)}))
-        differences = frozenset(_key(f) for f in found if f.id.startswith(DEBOUNCED_PREFIX))
+        catalogue = load_catalogue()
+        differences = frozenset(_key(f) for f in found if catalogue[f.id].persist)
         if previous is not None:
-            found = [f for f in found if not f.id.startswith(DEBOUNCED_PREFIX) or _key(f) in previous]
+            found = [f for f in found if not catalogue[f.id].persist or _key(f) in previous]
         overrides = self.cfg.severity_overrides
         if overrides:
             found = [Finding(**{**vars(f), "severity": overrides.get(f.id, f.severity)}) for f in found]
