@@ -121,6 +121,42 @@ def test_the_ipv6_cluster_ip_of_a_dual_stack_service_without_rules_is_reported(n
     assert all(f["severity"] == "critical" for f in missing)
 
 
+# What kubelet alone writes to ip6tables (its hint and canaries, for both families): the IPv6 proxier wrote nothing.
+KUBELET_ONLY6 = """*mangle
+:KUBE-IPTABLES-HINT - [0:0]
+:KUBE-KUBELET-CANARY - [0:0]
+COMMIT
+*nat
+:KUBE-KUBELET-CANARY - [0:0]
+COMMIT
+*filter
+:KUBE-KUBELET-CANARY - [0:0]
+COMMIT
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_dual_stack_node_whose_ipv6_proxier_wrote_nothing_reports_the_ipv6_half(node: Node, backend: str) -> None:
+    """ip6tables read whole with no kube-proxy chain in it, on a node with an IPv6 address: the Service's IPv6
+    cluster IP and node port are missing (for IPv6); its IPv4 half, programmed, gives nothing."""
+    addresses(node, "192.168.0.2/24", "2001:db8::1/64")
+    node.healthy_basics()
+    node.sysctl("net.ipv6.conf.all.forwarding", 1)
+    node.kube_proxy("--hostname-override=test-hostname", config=DATA / "kubeadm" / "kube-proxy-config.conf")
+    node.kubelet("--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock",
+                 config=DATA / "kubeadm" / "kubelet-config.yaml")
+    node.kube_proxy_http()
+    node.iptables_restore(V4.read_text(), backend, noflush=True)
+    node.iptables_restore((FIXTURES / "iptables" / "node-base.rules").read_text(), backend, noflush=True)
+    node.iptables_restore(KUBELET_ONLY6, backend, noflush=True, family=6)
+    doc = check(node)
+    missing = {(f["service"], f["evidence"]["family"], f["evidence"]["kind"], f["evidence"]["address"])
+               for f in doc["findings"] if f["id"] == "rules.service_missing"}
+    assert missing == {(SERVICE, 6, "cluster_ip", "[fd00:ab34::20]:80"), (SERVICE, 6, "node_port", ":30001")}
+    assert problems(doc) == {("rules.service_missing", SERVICE)}
+    assert families_named(doc) == {6}
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_node_without_an_ipv6_address_is_not_judged_on_ipv6_rules(node: Node, backend: str) -> None:
     """kube-proxy runs no IPv6 proxier on a node with no IPv6 address: whatever ip6tables holds (here the IPv6
@@ -139,12 +175,13 @@ def test_a_node_without_an_ipv6_address_is_not_judged_on_ipv6_rules(node: Node, 
 
 
 # nftables mode: both tables, judged per table from the node alone ---------------------------------------------
-def dual_nft_node(node: Node) -> None:
-    addresses(node, "192.168.0.2/24", "2001:db8::1/64")
+def dual_nft_node(node: Node, *, ip6_table: bool = True, ipv6_address: bool = True) -> None:
+    addresses(node, "192.168.0.2/24", *(["2001:db8::1/64"] if ipv6_address else []))
     node.healthy_basics()
     node.sysctl("net.ipv6.conf.all.forwarding", 1)
     node.nft_load(NFT4.read_text())
-    node.nft_load(NFT6.read_text())
+    if ip6_table:
+        node.nft_load(NFT6.read_text())
     node.kube_proxy("--proxy-mode=nftables", "--hostname-override=test-node")
     node.kubelet("--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock",
                  config=DATA / "kubeadm" / "kubelet-config.yaml")
@@ -182,3 +219,21 @@ def test_an_nftables_fault_in_one_table_names_that_table_only(node: Node, family
     _, doc = node.check("--no-api")
     assert problems(doc) == {fault.expect}
     assert {f["evidence"]["family"] for f in doc["findings"] if f["severity"] != "info"} == {family}
+
+
+def test_a_dual_stack_node_in_nftables_mode_without_its_ip6_table_is_table_missing_for_ipv6(node: Node) -> None:
+    dual_nft_node(node, ip6_table=False)
+    _, doc = node.check("--no-api")
+    assert problems(doc) == {("nftables.table_missing", "test-node")}
+    (f,) = [f for f in doc["findings"] if f["id"] == "nftables.table_missing"]
+    assert f["evidence"]["family"] == "ip6"
+
+
+def test_an_ip6_table_on_a_node_without_an_ipv6_address_is_not_judged(node: Node) -> None:
+    dual_nft_node(node, ipv6_address=False)
+    delete_rule(node, "ip6", "masquerading", "masquerade")
+    _, doc = node.check("--no-api")
+    assert problems(doc) == set()
+    delete_rule(node, "ip", "masquerading", "masquerade")
+    _, doc = node.check("--no-api")
+    assert problems(doc) == {("nftables.masquerade_missing", "table ip kube-proxy: masquerading")}
