@@ -73,7 +73,7 @@ def check(snap: Snapshot) -> Iterator[Finding]:
     other = ", ".join(src.data.other_tables) if src.data else ""
     if mode == "nftables" and not tables:
         yield finding("nftables.table_missing", snap.node, evidence={
-            "family": "ip6" if served == {6} else "ip",
+            "family": "ip6" if served == frozenset({6}) else "ip",
             "why": src.note or "no `table ip kube-proxy` or `table ip6 kube-proxy` on this node",
             "other_tables": other})
     elif mode == "nftables" and served is not None:
