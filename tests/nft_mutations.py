@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 _ELEMENT = re.compile(r'^add element ip6? kube-proxy (\S+) \{ (.*?)(?: comment "([^"]*)")? : (.*) \}$')
 _RULE = re.compile(r"^add rule ip6? kube-proxy (\S+) (.*)$")
-_SERVICE_CHAIN = re.compile(r"^(?:service|external|firewall|local)-[A-Z2-7]{8}-([^/]+)/([^/]+)/[^/]+/(\S*)$")
+# a Service port's chain (an endpoint chain's name goes on with "__<endpoint>")
+_SERVICE_CHAIN = re.compile(
+    r"^(?:service|external|firewall|local|endpoint)-[A-Z2-7]{8}-([^/]+)/([^/]+)/[^/]+/([^_\s]*)(?:__\S*)?$")
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,11 @@ def faults(nft_text: str, family: str = "ip") -> list[NftFault]:
     if fw:
         out.append(NftFault("firewall_element_deleted", ("rules.lb_source_ranges_not_enforced", _service_of(fw[1])),
                             element=("firewall-ips", fw[0])))
+    # An endpoint chain's DNAT deleted: the chain is still chosen, and sends the packet on un-NATed.
+    dnat = next(((c, t) for c, t in rules if c.startswith("endpoint-") and " dnat to " in f" {t}"), None)
+    if dnat:
+        out.append(NftFault("endpoint_dnat_deleted", ("rules.endpoint_missing", _service_of(dnat[0])),
+                            rule=(dnat[0], "dnat to")))
     subject = f"table {family} kube-proxy: "
     if any(c == "mark-for-masquerade" for c, _ in rules):
         out.append(NftFault("mark_for_masquerade_deleted",

@@ -118,13 +118,14 @@ def test_every_nftables_kind_appears_in_the_matrix() -> None:
         "cluster_ip_element_deleted", "nodeport_element_deleted", "reject_element_deleted",
         "local_drop_element_deleted", "local_nodeport_drop_element_deleted", "local_external_element_deleted",
         "local_nodeport_element_deleted", "firewall_element_deleted", "mark_for_masquerade_deleted",
-        "masquerade_rule_deleted", "hook_chain_deleted"}
+        "masquerade_rule_deleted", "hook_chain_deleted", "endpoint_dnat_deleted"}
 
 
 # nftables mode on IPv6: `table ip6 kube-proxy` ------------------------------------------------------------------
 # The one IPv6 table (tests/fixtures/kube-proxy-ipv6/nftables-supplementary/, from knftables' tests) on an IPv6-only
 # node: addresses `ip6`, endpoints `[ip]:port`, IPv6 forwarding; its own cluster state. Every kind the table has
-# material for (it has no drops, rejects or firewall elements: ClusterIP, NodePort, masquerade, a hook chain).
+# material for (it has no drops, rejects or firewall elements: ClusterIP, NodePort, endpoint DNAT, masquerade, a
+# hook chain).
 NFT6_FIXTURE = "knftables_TestFakeParseDump_IPv6_kube-proxy_example"
 NFT6_TEXT = (SUP6 / f"{NFT6_FIXTURE}.nft").read_text()
 NFT6_CASES = nft_faults(NFT6_TEXT, "ip6")
@@ -169,6 +170,8 @@ def test_ipv6_nftables_fault_gives_its_finding_for_its_service(node: Node, fault
     for f in doc["findings"]:
         if f["id"].startswith("rules.") and f["evidence"].get("address", "").startswith("["):
             assert f["evidence"]["address"] == "[fd00:172:30::41]:80", f["evidence"]
+        if f["id"] == "rules.endpoint_missing":  # kube-proxy's `dnat to [ip]:port`, read back as such
+            assert f["evidence"]["endpoint"] == "[fd00:10:180::2:1]:80", f["evidence"]
         if f["severity"] != "info":
             assert f["evidence"]["family"] in (6, "ip6"), f["evidence"]
 
@@ -176,7 +179,7 @@ def test_ipv6_nftables_fault_gives_its_finding_for_its_service(node: Node, fault
 def test_every_ipv6_nftables_kind_appears() -> None:
     assert {f.kind for f in NFT6_CASES} == {"cluster_ip_element_deleted", "nodeport_element_deleted",
                                              "mark_for_masquerade_deleted", "masquerade_rule_deleted",
-                                             "hook_chain_deleted"}
+                                             "hook_chain_deleted", "endpoint_dnat_deleted"}
 
 
 # without an API: what the rules alone show ------------------------------------------------------------------
