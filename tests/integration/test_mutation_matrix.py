@@ -153,10 +153,16 @@ def check_nft6(node: Node) -> dict[str, Any]:
 
 def test_ipv6_nftables_table_on_an_ipv6_only_node_gives_no_finding(node: Node) -> None:
     ipv6_nftables_node(node)
+    # IPv4 forwarding and route_localnet are off here: an IPv6-only node is not judged on them
+    ipv4 = node.sh("cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv4/conf/all/route_localnet").stdout
+    assert ipv4.split() == ["0", "0"]
     doc = check_nft6(node)
     assert problems(doc) == set()
-    # judged, not skipped: the IPv6 Service port is compared (no IPv4 sysctl, table or localhost NodePort asked for)
+    # no IPv4 table, sysctl or localhost NodePort asked for
     assert {f["id"] for f in doc["findings"]} == {"kube_proxy.mode", "kubelet.hairpin_mode"}
+    # IPv6's own sysctl is
+    node.sysctl("net.ipv6.conf.all.forwarding", 0)
+    assert problems(check_nft6(node)) == {("node.ipv6_forwarding_disabled", "test-node")}
 
 
 @pytest.mark.parametrize("fault", NFT6_CASES, ids=[str(f) for f in NFT6_CASES])
