@@ -3,7 +3,8 @@
 Each fault is what a person or a tool would type: `nft delete element ip kube-proxy MAP { KEY }` for a map
 element, `nft delete rule ip kube-proxy CHAIN handle N` for a rule (the handle is looked up on the loaded node
 by the rule's text, as `nft -a list chain` shows it). As in tests/mutations.py: one fault per kind and fixture,
-the first rule or element of its kind, and the finding (id, Service or subject) it must give.
+the first rule or element of its kind (or a whole
+base chain, `nft delete chain`), and the finding (id, Service or subject) it must give.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 
 _ELEMENT = re.compile(r'^add element ip6? kube-proxy (\S+) \{ (.*?)(?: comment "([^"]*)")? : (.*) \}$')
 _RULE = re.compile(r"^add rule ip6? kube-proxy (\S+) (.*)$")
-_SERVICE_CHAIN = re.compile(r"^(?:service|external|firewall|local)-[A-Z2-7]{8}-([^/]+)/([^/]+)/[^/]+/(\S*)$")
+# a Service port's chain (an endpoint chain's name goes on with "__<endpoint>")
+_SERVICE_CHAIN = re.compile(
+    r"^(?:service|external|firewall|local|endpoint)-[A-Z2-7]{8}-([^/]+)/([^/]+)/[^/]+/([^_\s]*)(?:__\S*)?$")
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class NftFault:
     expect: tuple[str, str]  # (finding id, service or subject)
     element: tuple[str, str] | None = None  # (map, key) to delete
     rule: tuple[str, str] | None = None  # (chain, a text the rule's listing contains) to delete by handle
+    chain: str | None = None  # a chain to delete whole (`nft delete chain`): only one nothing jumps to, a base chain
 
     def __str__(self) -> str:
         return self.kind
@@ -81,6 +85,11 @@ def faults(nft_text: str, family: str = "ip") -> list[NftFault]:
     if fw:
         out.append(NftFault("firewall_element_deleted", ("rules.lb_source_ranges_not_enforced", _service_of(fw[1])),
                             element=("firewall-ips", fw[0])))
+    # An endpoint chain's DNAT deleted: the chain is still chosen, and sends the packet on un-NATed.
+    dnat = next(((c, t) for c, t in rules if c.startswith("endpoint-") and " dnat to " in f" {t}"), None)
+    if dnat:
+        out.append(NftFault("endpoint_dnat_deleted", ("rules.endpoint_missing", _service_of(dnat[0])),
+                            rule=(dnat[0], "dnat to")))
     subject = f"table {family} kube-proxy: "
     if any(c == "mark-for-masquerade" for c, _ in rules):
         out.append(NftFault("mark_for_masquerade_deleted",
@@ -89,4 +98,9 @@ def faults(nft_text: str, family: str = "ip") -> list[NftFault]:
     if any(c == "masquerading" and t.startswith("masquerade") for c, t in rules):
         out.append(NftFault("masquerade_rule_deleted", ("nftables.masquerade_missing", subject + "masquerading"),
                             rule=("masquerading", "masquerade")))
+    # A base chain deleted (`nft delete chain ... nat-prerouting`, as a cleanup script might): nothing DNATs
+    # traffic arriving from outside any more. Base chains are hooked, never jumped to, so the kernel lets it go.
+    if re.search(rf"^add chain {family} kube-proxy nat-prerouting ", nft_text, re.M):
+        out.append(NftFault("hook_chain_deleted", ("nftables.hook_missing", subject + "nat prerouting"),
+                            chain="nat-prerouting"))
     return out

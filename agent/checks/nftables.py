@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from agent.catalogue import finding
+from agent.checks.families import served_families
 from agent.checks.mode import decide_mode
 from agent.model import Finding, Snapshot
 from agent.model.nftables import (
@@ -68,12 +69,24 @@ def check(snap: Snapshot) -> Iterator[Finding]:
         return
     mode = decide_mode(snap).mode
     tables = src.data.tables if src.data is not None else []
+    served = served_families(snap)
+    other = ", ".join(src.data.other_tables) if src.data else ""
     if mode == "nftables" and not tables:
         yield finding("nftables.table_missing", snap.node, evidence={
-            "family": "ip", "why": src.note or "no `table ip kube-proxy` or `table ip6 kube-proxy` on this node",
-            "other_tables": ", ".join(src.data.other_tables) if src.data else ""})
+            "family": "ip6" if served == frozenset({6}) else "ip",
+            "why": src.note or "no `table ip kube-proxy` or `table ip6 kube-proxy` on this node",
+            "other_tables": other})
+    elif mode == "nftables" and served is not None:
+        # kube-proxy runs a proxier, and writes a table, for every family the node has an address of
+        have = {t.ip_family for t in tables}
+        for family in sorted(served - have):
+            name = "ip6" if family == 6 else "ip"
+            yield finding("nftables.table_missing", snap.node, evidence={
+                "family": name, "why": f"no `table {name} kube-proxy` on this node, which has an IPv{family} address",
+                "other_tables": other})
     for table in tables:
-        yield from check_table(table)
+        if served is None or table.ip_family in served:  # a family kube-proxy does not serve here is not judged
+            yield from check_table(table)
 
 
 def check_table(table: KubeProxyTable) -> Iterator[Finding]:

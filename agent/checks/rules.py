@@ -8,10 +8,12 @@ up, not faults, and are not reported.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import dataclasses
+from collections.abc import Callable, Collection, Iterator
 
 from agent.catalogue import finding
 from agent.checks.expected import host_of
+from agent.checks.families import served_families
 from agent.model import Finding, Snapshot
 from agent.model.programmed import (
     DROP,
@@ -168,21 +170,32 @@ def _localhost_twins(exp: ExpectedPort, prog: ProgrammedPort) -> Iterator[Findin
 
 
 def compare(expected: list[ExpectedPort], view: ProgrammedServices,
-            settling_now: Callable[[ExpectedPort], bool] = lambda _: False) -> Iterator[Finding]:
-    """Every difference between the expected Service ports and the programmed ones."""
+            settling_now: Callable[[ExpectedPort], bool] = lambda _: False,
+            served: Collection[int] | None = None) -> Iterator[Finding]:
+    """Every difference between the expected Service ports and the programmed ones, per IP family: a dual-stack
+    Service is two comparisons, each finding saying its family. `served`: the families kube-proxy serves on this
+    node (None: not known); a family it does not serve is judged neither way, whatever rules the reader saw."""
+    judged = {f for f in view.families if served is None or f in served}
     actual: dict[Key, ProgrammedPort] = {(p.service, p.protocol, p.family): p for p in view.ports}
     known: set[Key] = set()
     for exp in expected:
         key = (exp.service, exp.protocol, exp.family)
         known.add(key)
-        if exp.family not in view.families or settling_now(exp):
+        if exp.family not in judged or settling_now(exp):
             continue
-        yield from compare_port(exp, actual.get(key), view.mode)
+        for f in compare_port(exp, actual.get(key), view.mode):
+            yield _of_family(f, exp.family)
     for key, prog in sorted(actual.items()):
-        if key not in known and prog.family in view.families:
+        if key not in known and prog.family in judged:
             yield finding("rules.service_stale", prog.service, service=prog.service, evidence={
-                "mode": view.mode, "protocol": prog.protocol, "chains": prog.evidence,
+                "mode": view.mode, "protocol": prog.protocol, "family": prog.family, "chains": prog.evidence,
                 "dispatch": [d.evidence for d in prog.dispatch]})
+
+
+def _of_family(f: Finding, family: int) -> Finding:
+    """The IP family in the evidence: on a dual-stack node a NodePort (":30001") or a Service name alone does not
+    say which of the two rule sets is at fault."""
+    return dataclasses.replace(f, evidence={**f.evidence, "family": family})
 
 
 def check(snap: Snapshot, views: Views) -> Iterator[Finding]:
@@ -193,4 +206,4 @@ def check(snap: Snapshot, views: Views) -> Iterator[Finding]:
         return
     grace = grace_seconds(snap)
     read_at = view.read_at or snap.taken_at  # a paced reader may hand back rules read some time ago
-    yield from compare(list(expected), view, lambda exp: settling(exp, read_at, grace))
+    yield from compare(list(expected), view, lambda exp: settling(exp, read_at, grace), served_families(snap))

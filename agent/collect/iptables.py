@@ -446,7 +446,8 @@ def read(reading: _Read) -> IptablesState:
     # kube-proxy's rules in both backends (split, or stale in one): the kernel evaluates both
     others = tuple(done[f, other] for f in (4, 6) if (f, other) in done and _has_kube_proxy(done[f, other]))
     return IptablesState(backend=backend, backend_reason=reason, rulesets=tuple(rulesets), kube_chains=counts,
-                         read_at=time.time(), other_rulesets=others, hinted=hinted)
+                         read_at=time.time(), other_rulesets=others, hinted=hinted,
+                         families_read=tuple(f for f in (4, 6) if (f, backend) in done))
 
 
 def _has_kube_proxy(rs: RuleSet) -> bool:

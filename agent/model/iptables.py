@@ -163,9 +163,12 @@ class IptablesState:
     # the backend kubelet's hint (or, without one, the rule counts) chose, when kube-proxy's chains are not
     # there but only in `backend` ("": the same one)
     hinted: str = ""
+    # the families whose save of `backend` was read whole, kube-proxy's chains in it or not: an IPv6 save without
+    # them is read but not kept in `rulesets`, and on a node that serves IPv6 that is itself worth saying
+    families_read: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
-        _freeze(self, rulesets="tuple", kube_chains="map", other_rulesets="tuple")
+        _freeze(self, rulesets="tuple", kube_chains="map", other_rulesets="tuple", families_read="tuple")
 
     @property
     def other_backend(self) -> str:

@@ -48,3 +48,23 @@ def test_families_from_the_node_object_when_links_are_unread() -> None:
     state = ClusterState(origin="t", fetched_at=0, node=NodeSpec("test-node", addresses=["2001:db8::1"]))
     snap = healthy(links=Source("links", ok=False, error="denied"), cluster=Source("cluster", ok=True, data=state))
     assert served_families(snap) == frozenset({6})
+
+
+@pytest.mark.parametrize(("addresses", "judged"), [
+    (("192.168.0.2",), [4]),
+    (("192.168.0.2", "2001:db8::1"), [4, 6]),
+    ((), [4]),  # not known: only the families with kube-proxy's rules, as before
+])
+def test_an_ipv6_save_without_kube_proxys_chains_is_looked_at_only_where_ipv6_is_served(
+        addresses: tuple[str, ...], judged: list[int]) -> None:
+    """ip6tables read whole but empty of kube-proxy's chains: on a node with an IPv6 address kube-proxy's IPv6
+    proxier should have written there, so its Services count as read (and missing); elsewhere not looked at."""
+    from agent.checks.mode import decide_mode
+    from agent.checks.programmed import programmed
+    from agent.model import Source
+    from agent.model.iptables import IptablesState, RuleSet
+
+    ipt = IptablesState(backend="nft", backend_reason="t", rulesets=(RuleSet(family=4),), families_read=(4, 6))
+    snap = healthy(links=links(*addresses), iptables=Source("iptables", ok=True, data=ipt))
+    view = programmed(snap, decide_mode(snap), ())
+    assert view is not None and view.families == judged

@@ -11,6 +11,7 @@ Faults edit the listing the way the corresponding `nft` command edits the table.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,10 @@ from agent.collect.nftables_text import add_text
 from agent.kubeobjects import state_from_items
 from agent.model import KubeProxyHTTP, Snapshot, Source
 from agent.model.cluster import ClusterState
+from agent.model.links import Links
 from agent.model.nftables import NftablesState, name_hash, parse_chain_name
 from agent.model.programmed import ProgrammedServices
-from tests.checks.helpers import found
+from tests.checks.helpers import found, run_checks
 from tests.snapshots import healthy, kube_proxy_process
 from tests.testbed import DATA, FIXTURES
 
@@ -369,3 +371,28 @@ def test_vmap_members_from_use_counts_split_cluster_and_local_chains() -> None:
     assert sorted((svc.vmap or {}).values()) == [eps[0], eps[1]]
     assert sorted((loc.vmap or {}).values()) == [eps[0]]
     assert svc.vmap_by_reference and loc.vmap_by_reference
+
+
+# IP families: a table per family the node serves, and only those judged ----------------------------------------
+def _on_node(nft: NftablesState, *addresses: str) -> Snapshot:
+    snap = nft_snapshot(nft)
+    return dataclasses.replace(snap, links=Source("links", ok=True, data=Links(addresses=list(addresses))))
+
+
+def test_a_dual_stack_node_without_its_ip6_table_is_table_missing_for_ipv6() -> None:
+    only_ip = state(items(OVERALL))
+    assert found(_on_node(only_ip, "192.168.0.2")) == set()
+    snap = _on_node(only_ip, "192.168.0.2", "2001:db8::1")
+    assert found(snap) == {("nftables.table_missing", "test-node")}
+    (f,) = [f for f in run_checks(snap) if f.id == "nftables.table_missing"]
+    assert f.evidence["family"] == "ip6" and "IPv6 address" in f.evidence["why"]
+
+
+def test_a_table_of_a_family_the_node_does_not_serve_is_not_judged() -> None:
+    listing = items(OVERALL)
+    listing.drop_chain("nat-prerouting")  # broken: no DNAT for arriving traffic
+    broken = state(listing)
+    assert found(_on_node(broken, "192.168.0.2")) == {("nftables.hook_missing", "table ip kube-proxy: nat prerouting")}
+    # the same `table ip kube-proxy` on an IPv6-only node: kube-proxy runs no IPv4 proxier there, writes no ip table,
+    # and the one there is not judged; the ip6 table it does write is missing
+    assert found(_on_node(broken, "2001:db8::1")) == {("nftables.table_missing", "test-node")}

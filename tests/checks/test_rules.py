@@ -179,3 +179,48 @@ def test_a_drop_shadowing_a_working_dispatch_is_reject_stale_in_any_listing_orde
 
 def test_dispatch_action_constants_are_the_contract() -> None:
     assert (TO_SERVICE, REJECT) == ("service", "reject")
+
+
+# dual-stack: one Service, two families, each judged on its own -----------------------------------------------
+DUAL = FIXTURES.parent / "kube-proxy-dualstack" / "dualstack-iptables.cluster.json"
+
+
+def dual_expected() -> list[ExpectedPort]:
+    items = json.loads(DUAL.read_text())["items"]
+    return expected_ports(state_from_items(items, "test-hostname", "t", 0), "test-hostname")
+
+
+def dual_view(exp: list[ExpectedPort]) -> ProgrammedServices:
+    view = matching_view(exp)
+    view.families = [4, 6]
+    return view
+
+
+def test_a_dual_stack_service_is_expected_once_per_family_with_that_familys_endpoints() -> None:
+    exp = dual_expected()
+    assert {(e.service, e.family) for e in exp} == {("ns1/svc1:p80", 4), ("ns1/svc1:p80", 6)}
+    by_family = {e.family: e for e in exp}
+    assert by_family[4].cluster_endpoints == {"10.244.0.1:80", "10.244.2.1:80"}
+    assert by_family[6].cluster_endpoints == {"[ff06::c1]:80", "[ff06::c2]:80"}
+    assert list(compare(exp, dual_view(exp))) == []
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_a_fault_in_one_family_is_reported_for_that_family_only(family: int) -> None:
+    exp = dual_expected()
+    view = dual_view(exp)
+    broken = next(p for p in view.ports if p.family == family)
+    broken.dispatch = [d for d in broken.dispatch if d.kind != "cluster_ip"]
+    (f,) = compare(exp, view)
+    assert (f.id, f.service, f.evidence["family"]) == ("rules.service_missing", "ns1/svc1:p80", family)
+    assert f.evidence["address"] == ("10.69.0.10:80" if family == 4 else "[fd00:ab34::20]:80")
+
+
+def test_a_family_the_node_does_not_serve_is_judged_neither_way() -> None:
+    exp = dual_expected()
+    view = dual_view(exp)
+    view.ports = [p for p in view.ports if p.family == 4] + [ProgrammedPort("ns9/gone:p80", "TCP", 6)]
+    assert list(compare(exp, view, served=frozenset({4}))) == []
+    # the same rules on a node that has an IPv6 address: the IPv6 half is missing, the leftover stale
+    assert {(f.id, f.service, f.evidence["family"]) for f in compare(exp, view, served=frozenset({4, 6}))} == {
+        ("rules.service_missing", "ns1/svc1:p80", 6), ("rules.service_stale", "ns9/gone:p80", 6)}

@@ -9,6 +9,7 @@ dump's own cluster state and `--grace 0`. Cases are independent, so xdist spread
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,9 @@ from tests.integration.test_rules_iptables import FULL, IPT, OVERALL, check_with
 from tests.mutations import FORWARD_ACCEPT_DELETED_POLICY_ACCEPT, HOOK, NODE_WIDE, Fault, faults, reordered_dispatch
 from tests.nft_mutations import NftFault
 from tests.nft_mutations import faults as nft_faults
-from tests.testbed import Node, problems
+from tests.testbed import DATA, REPO, Node, problems
+
+SUP6 = REPO / "tests" / "fixtures" / "kube-proxy-ipv6" / "nftables-supplementary"
 
 BACKENDS = ("legacy", "nft")
 CASES = [(fixture, fault) for fixture in FULL for fault in [*faults((IPT / f"{fixture}.rules").read_text()), HOOK]]
@@ -89,13 +92,16 @@ def test_forward_accept_deleted_under_an_accept_policy_is_silent(node: Node, tmp
 NFT_CASES = [(name, fault) for name in NFT_FIXTURES for fault in nft_faults((NFT / f"{name}.nft").read_text())]
 
 
-def apply_nft(node: Node, fault: NftFault) -> None:
+def apply_nft(node: Node, fault: NftFault, family: str = "ip") -> None:
     if fault.element is not None:
         map_name, key = fault.element
-        node.sh("nft", "delete", "element", "ip", "kube-proxy", map_name, f"{{ {key} }}")
+        node.sh("nft", "delete", "element", family, "kube-proxy", map_name, f"{{ {key} }}")
     if fault.rule is not None:
         chain, text = fault.rule
-        node.sh("nft", "delete", "rule", "ip", "kube-proxy", chain, "handle", handle_of(node, chain, text))
+        node.sh("nft", "delete", "rule", family, "kube-proxy", chain, "handle",
+                handle_of(node, chain, text, family))
+    if fault.chain is not None:
+        node.sh("nft", "delete", "chain", family, "kube-proxy", fault.chain)
 
 
 @pytest.mark.parametrize(("fixture", "fault"), NFT_CASES, ids=[f"{f}-{x}" for f, x in NFT_CASES])
@@ -112,7 +118,74 @@ def test_every_nftables_kind_appears_in_the_matrix() -> None:
         "cluster_ip_element_deleted", "nodeport_element_deleted", "reject_element_deleted",
         "local_drop_element_deleted", "local_nodeport_drop_element_deleted", "local_external_element_deleted",
         "local_nodeport_element_deleted", "firewall_element_deleted", "mark_for_masquerade_deleted",
-        "masquerade_rule_deleted"}
+        "masquerade_rule_deleted", "hook_chain_deleted", "endpoint_dnat_deleted"}
+
+
+# nftables mode on IPv6: `table ip6 kube-proxy` ------------------------------------------------------------------
+# The one IPv6 table (tests/fixtures/kube-proxy-ipv6/nftables-supplementary/, from knftables' tests) on an IPv6-only
+# node: addresses `ip6`, endpoints `[ip]:port`, IPv6 forwarding; its own cluster state. Every kind the table has
+# material for (it has no drops, rejects or firewall elements: ClusterIP, NodePort, endpoint DNAT, masquerade, a
+# hook chain).
+NFT6_FIXTURE = "knftables_TestFakeParseDump_IPv6_kube-proxy_example"
+NFT6_TEXT = (SUP6 / f"{NFT6_FIXTURE}.nft").read_text()
+NFT6_CASES = nft_faults(NFT6_TEXT, "ip6")
+
+
+def ipv6_nftables_node(node: Node) -> None:
+    node.sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1")  # (no dummy module here)
+    for link in ("eth0", "eth1"):
+        node.sh("ip", "link", "set", link, "up")
+    node.sh("ip", "addr", "add", "2001:db8::1/64", "dev", "eth0", "nodad")
+    node.sysctl("net.ipv6.conf.all.forwarding", 1)
+    node.nft_load(NFT6_TEXT)
+    node.kube_proxy("--proxy-mode=nftables", "--hostname-override=test-node")
+    node.kubelet("--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock",
+                 config=DATA / "kubeadm" / "kubelet-config.yaml")
+    node.kube_proxy_http("--mode", "nftables", "--version", "v1.33.1")
+
+
+def check_nft6(node: Node) -> dict[str, Any]:
+    _, doc = node.check("--cluster-state", str(SUP6 / f"{NFT6_FIXTURE}.cluster.json"), "--grace", "0")
+    (src,) = [s for s in doc["sources"] if s["name"] == "nftables"]
+    assert src["ok"] and not src.get("absent"), src
+    return doc
+
+
+def test_ipv6_nftables_table_on_an_ipv6_only_node_gives_no_finding(node: Node) -> None:
+    ipv6_nftables_node(node)
+    # IPv4 forwarding and route_localnet are off here: an IPv6-only node is not judged on them
+    ipv4 = node.sh("cat", "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv4/conf/all/route_localnet").stdout
+    assert ipv4.split() == ["0", "0"]
+    doc = check_nft6(node)
+    assert problems(doc) == set()
+    # no IPv4 table, sysctl or localhost NodePort asked for
+    assert {f["id"] for f in doc["findings"]} == {"kube_proxy.mode", "kubelet.hairpin_mode"}
+    # IPv6's own sysctl is
+    node.sysctl("net.ipv6.conf.all.forwarding", 0)
+    assert problems(check_nft6(node)) == {("node.ipv6_forwarding_disabled", "test-node")}
+
+
+@pytest.mark.parametrize("fault", NFT6_CASES, ids=[str(f) for f in NFT6_CASES])
+def test_ipv6_nftables_fault_gives_its_finding_for_its_service(node: Node, fault: NftFault) -> None:
+    ipv6_nftables_node(node)
+    apply_nft(node, fault, "ip6")
+    doc = check_nft6(node)
+    found = problems(doc)
+    assert fault.expect in found, f"{fault.kind}: {found}"
+    assert {s for _, s in found} == {fault.expect[1]}, f"{fault.kind} also blamed: {found}"
+    for f in doc["findings"]:
+        if f["id"].startswith("rules.") and f["evidence"].get("address", "").startswith("["):
+            assert f["evidence"]["address"] == "[fd00:172:30::41]:80", f["evidence"]
+        if f["id"] == "rules.endpoint_missing":  # kube-proxy's `dnat to [ip]:port`, read back as such
+            assert f["evidence"]["endpoint"] == "[fd00:10:180::2:1]:80", f["evidence"]
+        if f["severity"] != "info":
+            assert f["evidence"]["family"] in (6, "ip6"), f["evidence"]
+
+
+def test_every_ipv6_nftables_kind_appears() -> None:
+    assert {f.kind for f in NFT6_CASES} == {"cluster_ip_element_deleted", "nodeport_element_deleted",
+                                             "mark_for_masquerade_deleted", "masquerade_rule_deleted",
+                                             "hook_chain_deleted", "endpoint_dnat_deleted"}
 
 
 # without an API: what the rules alone show ------------------------------------------------------------------

@@ -62,8 +62,8 @@ def comparable(chain: Chain) -> Chain:
     return dataclasses.replace(chain, vmap=vmap, vmap_by_reference=False)
 
 
-def handle_of(node: Node, chain: str, pattern: str) -> str:
-    listing = node.sh("nft", "-a", "list", "chain", "ip", "kube-proxy", chain).stdout
+def handle_of(node: Node, chain: str, pattern: str, family: str = "ip") -> str:
+    listing = node.sh("nft", "-a", "list", "chain", family, "kube-proxy", chain).stdout
     (line,) = [ln for ln in listing.splitlines() if pattern in ln]
     m = re.search(r"# handle (\d+)", line)
     assert m, line
