@@ -157,7 +157,8 @@ def _row(services: int, endpoints: int, backend: str, what: str, bare: list[floa
             f"| {statistics.median(ratios):.2f} ({spread}) | {rss:.0f} |")
 
 
-def bench_serve(services: int, endpoints: int, backend: str, changing: bool, port: int) -> str:
+def bench_serve(services: int, endpoints: int, backend: str, changing: bool, port: int,
+                minutes: float = MINUTES) -> str:
     ns = Netns(services, endpoints, backend)
     proc = subprocess.Popen(ns.argv("/usr/bin/env", f"PYTHONPATH={REPO}", sys.executable, "-m", "agent", "serve",
                                     "--no-api", "--node-name", "bench", "--interval", "30s", "--port", str(port),
@@ -167,7 +168,7 @@ def bench_serve(services: int, endpoints: int, backend: str, changing: bool, por
         _wait_first_run(ns, port)
         cpu0, t0 = _cpu(proc.pid), time.monotonic()
         flips = 0
-        while time.monotonic() - t0 < MINUTES * 60:
+        while time.monotonic() - t0 < minutes * 60:
             if changing:
                 ns.sh(f"iptables-{backend}-restore", "-w", "5", "--noflush", stdin=ns.changes[flips % 2])
                 flips += 1
@@ -179,7 +180,7 @@ def bench_serve(services: int, endpoints: int, backend: str, changing: bool, por
         proc.wait(10)
         ns.close()
     what = "1% of Services changing every 30 s" if changing else "rules unchanged"
-    return (f"| {services:,} x {endpoints} | {backend} | {what} | {MINUTES:g} min | {share:.2%} | {flips} | "
+    return (f"| {services:,} x {endpoints} | {backend} | {what} | {minutes:g} min | {share:.2%} | {flips} | "
             f"{rss:.0f} |")
 
 
@@ -206,6 +207,7 @@ def main() -> None:
     ap.add_argument("mode", choices=("check", "serve"))
     ap.add_argument("cases", nargs="+", help="SERVICES:BACKEND (check), SERVICES:BACKEND:unchanged|changing (serve)")
     ap.add_argument("--endpoints", type=int, default=5)
+    ap.add_argument("--minutes", type=float, default=MINUTES, help="serve: how long to measure")
     args = ap.parse_args()
     if args.mode == "check":
         print("| Services x endpoints | backend | rules | what | runs | bare save (s) | svcdoctor (s) "
@@ -221,7 +223,8 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for i, case in enumerate(args.cases):
             n, backend, kind = case.split(":")
-            print(bench_serve(int(n), args.endpoints, backend, kind == "changing", 19100 + i), flush=True)
+            print(bench_serve(int(n), args.endpoints, backend, kind == "changing", 19100 + i, args.minutes),
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -6,10 +6,13 @@ same views, whatever ran before.
 RuleSet object the reader handed back again (it does while the rules are unchanged; RuleSets are
 immutable) is that view, so it is taken as it is (at 10k Services deriving it costs about 0.3 s); so is
 the expected state derived from the very ClusterState object the API provider hands back while no watch
-event arrived (the provider replaces, never changes, it).
+event arrived (the provider replaces, never changes, it). A view names its RuleSets by weak reference:
+the views outlive a run (served, and kept for the next), the rules they came from must not.
 """
 
 from __future__ import annotations
+
+import weakref
 
 from agent.checks import programmed_nftables
 from agent.checks.expected import expected_ports
@@ -55,7 +58,7 @@ def _other(others: tuple[RuleSet, ...], family: int) -> RuleSet | None:
 def _iptables_view(rs: RuleSet, other: RuleSet | None, previous: Views | None) -> IptablesView:
     """One family's view; with kube-proxy's rules in both backends, the ports either programs (the kernel runs
     both backends' hooks), named by the judged backend's chains."""
-    source: object = rs if other is None else (rs, other)
+    source = (rs,) if other is None else (rs, other)
     view = previous.iptables_view(rs.family) if previous is not None else None
     if view is not None and _same(view.source, source):
         return view
@@ -63,11 +66,11 @@ def _iptables_view(rs: RuleSet, other: RuleSet | None, previous: Views | None) -
     ports = programmed_ports_of(rs, names)
     if other is not None:
         ports = union_ports(ports, programmed_ports_of(other, learn_names(other)))
-    return IptablesView(rs.family, names, ports, source=source)
+    return IptablesView(rs.family, names, ports, source=tuple(weakref.ref(r) for r in source))
 
 
-def _same(a: object, b: object) -> bool:
-    """The very rule sets the view was derived from (RuleSets are immutable: the same objects, the same view)."""
-    if isinstance(a, tuple) and isinstance(b, tuple):
-        return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
-    return a is b
+def _same(refs: object, rulesets: tuple[RuleSet, ...]) -> bool:
+    """The very rule sets the view was derived from (RuleSets are immutable: the same objects, the same view;
+    a reference whose RuleSet is gone matches nothing)."""
+    return (isinstance(refs, tuple) and len(refs) == len(rulesets)
+            and all(isinstance(r, weakref.ref) and r() is x for r, x in zip(refs, rulesets, strict=True)))

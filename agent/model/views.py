@@ -47,7 +47,8 @@ class IptablesView:
     family: int
     names: Names
     ports: tuple[ProgrammedPort, ...]  # sorted by (service, protocol)
-    # the rules these were derived from (not saved: it relates objects of one process)
+    # weak references to the RuleSets these were derived from (not saved: it relates objects of one process;
+    # weak: a view kept for the next run or served must not keep the rules alive)
     source: object = field(default=None, compare=False, repr=False, metadata={"transient": True})
 
 

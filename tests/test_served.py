@@ -1,0 +1,66 @@
+"""What `serve` keeps between runs (Report.as_served): the findings, the views and every source's status, not
+the parsed rules. Asserted by reference, not by measuring memory: once a run is published, nothing the
+runner or the served report holds keeps its RuleSets alive, and every reporter renders the same."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from agent.collect import Collector
+from agent.collect.base import CollectContext
+from agent.collect.iptables_parse import parse_text
+from agent.config import Config
+from agent.model.iptables import IptablesState, RuleSet
+from agent.model.report import Report
+from agent.persistence import LagTracker
+from agent.report.document import document
+from agent.report.metrics import ReportCollector
+from agent.runner import Runner
+from tests.testbed import FIXTURES
+
+RULES = (FIXTURES / "iptables" / "v1.3x_TestOverallIPTablesRules.rules").read_text()
+
+
+def metrics_of(report: Report) -> bytes:
+    registry = CollectorRegistry()
+    registry.register(ReportCollector(lambda: report, lambda: (1, 0), LagTracker().snapshot))
+    return generate_latest(registry)
+
+
+def test_served_report_keeps_no_rules_and_renders_the_same() -> None:
+    made: list[weakref.ref[RuleSet]] = []
+
+    def read(ctx: CollectContext) -> IptablesState:  # a reader whose every read is new (the rules changed)
+        rs = parse_text(RULES)
+        made.append(weakref.ref(rs))
+        return IptablesState(backend="legacy", backend_reason="test", rulesets=(rs,))
+
+    runner = Runner(Config(node_name="test-node"), collectors=(Collector("iptables", read),))
+    full = runner.run_once()
+    served = full.as_served()
+    assert served.served and not full.served
+    assert metrics_of(served) == metrics_of(full)
+    assert document(served) == document(full)
+    assert b"svcdoctor_iptables_rules{" in metrics_of(served) and served.views is not None
+    ports = served.views.iptables[0].ports
+    assert ports and served.findings == full.findings
+    (counted,) = served.snapshot.iptables.data.rulesets  # type: ignore[union-attr]
+    assert all(not t.chains and t.rule_count for t in counted.tables.values())
+    del full
+    gc.collect()
+    assert made[0]() is None  # neither the runner (its views name RuleSets weakly) nor the served report
+    second = runner.run_once().as_served()
+    assert second.views is not None and second.views.iptables[0].ports == ports  # derived again, the same
+
+
+def test_unchanged_rules_keep_their_view() -> None:
+    """While the reader hands back the same RuleSet, the views are taken over (the weak reference is alive)."""
+    rs = parse_text(RULES)
+    state = IptablesState(backend="legacy", backend_reason="test", rulesets=(rs,))
+    runner = Runner(Config(node_name="test-node"), collectors=(Collector("iptables", lambda ctx: state),))
+    first, second = runner.run_once().as_served(), runner.run_once().as_served()
+    assert first.views is not None and second.views is not None
+    assert second.views.iptables[0] is first.views.iptables[0]
