@@ -14,10 +14,12 @@ plus node-base.rules is loaded into a fresh network namespace `svcd-bench-<hex>`
 
 `serve` mode: `svcdoctor serve --no-api --interval 30s` in the namespace for MINUTES minutes after its first
 run, with the rules unchanged or with 1% of the Services changing every interval; its CPU time (its own and
-its children's: the saves) over the wall time is its share of a core; and its peak RSS.
+its children's: the saves) over the wall time is its share of a core; and its peak RSS. Backend "nftables":
+kube-proxy's nftables mode instead (bench/gen_nftables.py; no iptables rules), the mode decided from the node.
 
     python bench/bench_iptables.py check 1000:legacy 10000:legacy 1000:nft 10000:nft [--endpoints 5]
     python bench/bench_iptables.py serve 10000:legacy:unchanged 10000:legacy:changing 10000:nft:unchanged ...
+    python bench/bench_iptables.py serve 10000:nftables:unchanged 10000:nftables:changing [--minutes 5]
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.gen_iptables import changed_endpoints, generate  # noqa: E402
+from bench.gen_nftables import changed_endpoints as nft_changes  # noqa: E402
+from bench.gen_nftables import generate as nft_rules  # noqa: E402
 
 NODE_BASE = REPO / "tests" / "fixtures" / "kube-proxy" / "iptables" / "node-base.rules"
 ROUNDS = 3
@@ -99,14 +103,28 @@ print(json.dumps(out))
 
 
 class Netns:
+    """A node with kube-proxy's rules through one iptables backend, or in nftables mode ("nftables":
+    bench/gen_nftables.py's table, changed as kube-proxy changes it)."""
+
     def __init__(self, services: int, endpoints: int, backend: str) -> None:
         self.name = f"svcd-bench-{secrets.token_hex(4)}"
         self.backend = backend
         subprocess.run(["ip", "netns", "add", self.name], check=True)
+        if backend == "nftables":
+            self.sh("nft", "-f", "-", stdin=nft_rules(services, endpoints)[0])
+            self.changes = [nft_changes(services, endpoints, every=100, back=back) for back in (False, True)]
+            return
         self.rules = "".join(generate(services, endpoints))
         self.changes = ["".join(changed_endpoints(services, endpoints, every=100, back=back)) for back in (False, True)]
         self.sh(f"iptables-{backend}-restore", "-w", "5", stdin=self.rules)
         self.sh(f"iptables-{backend}-restore", "-w", "5", "--noflush", stdin=NODE_BASE.read_text())
+
+    def change(self, flip: int) -> None:
+        """A partial sync: one endpoint of 1% of the Services moved (even flips), or moved back (odd)."""
+        if self.backend == "nftables":
+            self.sh("nft", "-f", "-", stdin=self.changes[flip % 2])
+        else:
+            self.sh(f"iptables-{self.backend}-restore", "-w", "5", "--noflush", stdin=self.changes[flip % 2])
 
     def argv(self, *cmd: str) -> list[str]:
         return ["ip", "netns", "exec", self.name, *cmd]
@@ -170,7 +188,7 @@ def bench_serve(services: int, endpoints: int, backend: str, changing: bool, por
         flips = 0
         while time.monotonic() - t0 < minutes * 60:
             if changing:
-                ns.sh(f"iptables-{backend}-restore", "-w", "5", "--noflush", stdin=ns.changes[flips % 2])
+                ns.change(flips)
                 flips += 1
             time.sleep(30)
         share = (_cpu(proc.pid) - cpu0) / (time.monotonic() - t0)

@@ -64,3 +64,24 @@ def test_unchanged_rules_keep_their_view() -> None:
     first, second = runner.run_once().as_served(), runner.run_once().as_served()
     assert first.views is not None and second.views is not None
     assert second.views.iptables[0] is first.views.iptables[0]
+
+
+def test_nftables_mode_served_keeps_chain_counts_and_the_views_are_taken_over() -> None:
+    """nftables mode: the served report keeps each table's chain count, not its chains; while the reader hands
+    back the same tables, the derived ports are taken over; new tables are derived again."""
+    from tests.checks.test_nftables import OVERALL, items, nft_snapshot, state
+
+    nft = state(items(OVERALL))
+    snap = nft_snapshot(nft, with_cluster=OVERALL)
+    runner = Runner(Config(node_name="test-node"), collectors=())
+    first = runner.check(snap, frozenset())
+    served = first.as_served()
+    assert metrics_of(served) == metrics_of(first) and b"svcdoctor_nftables_chains{" in metrics_of(served)
+    (table,) = served.snapshot.nftables.data.tables  # type: ignore[union-attr]
+    assert not table.chains and table.chain_count() == len(nft.tables[0].chains) > 0
+    assert first.views is not None and first.views.programmed is not None and first.views.programmed.ports
+    again = runner.check(nft_snapshot(nft, with_cluster=OVERALL), frozenset())  # the same tables: taken over
+    assert again.views is not None and again.views.nftables_ports is first.views.nftables_ports
+    fresh = runner.check(nft_snapshot(state(items(OVERALL)), with_cluster=OVERALL), frozenset())  # new tables
+    assert fresh.views is not None and fresh.views.nftables_ports is not first.views.nftables_ports
+    assert fresh.views.nftables_ports == first.views.nftables_ports and fresh.findings == first.findings

@@ -6,13 +6,16 @@ same views, whatever ran before.
 RuleSet object the reader handed back again (it does while the rules are unchanged; RuleSets are
 immutable) is that view, so it is taken as it is (at 10k Services deriving it costs about 0.3 s); so is
 the expected state derived from the very ClusterState object the API provider hands back while no watch
-event arrived (the provider replaces, never changes, it). A view names its RuleSets by weak reference:
-the views outlive a run (served, and kept for the next), the rules they came from must not.
+event arrived (the provider replaces, never changes, it); so are the nftables ports of the very
+KubeProxyTable objects the nftables reader hands back while the nf_tables generation stands (deriving them
+costs about a second at 10k Services), given the same LoadBalancer IPs. A view names its rules by weak
+reference: the views outlive a run (served, and kept for the next), the rules they came from must not.
 """
 
 from __future__ import annotations
 
 import weakref
+from dataclasses import replace
 
 from agent.checks import programmed_nftables
 from agent.checks.expected import expected_ports
@@ -45,10 +48,23 @@ def derive(snap: Snapshot, previous: Views | None = None) -> Views:
         expected = previous.expected
     elif cluster is not None and usable:
         expected = tuple(expected_ports(cluster, snap.node, localhost_nodeports=localhost))
+    tables = tuple(nft.tables) if nft is not None else ()
+    lb_ips = programmed_nftables.lb_ips_of(cluster)
+    before = previous.nftables_source if previous is not None else None
+    same_tables = isinstance(before, tuple) and bool(tables) and _same(before[0], tables)
+    nftables_ports = None
+    if nft is not None and tables:
+        nftables_ports = previous.nftables_ports if same_tables and previous is not None else tuple(
+            programmed_nftables.programmed_ports(nft))
+    prog = None
+    if (mode.mode == "nftables" and nft is not None and same_tables and previous is not None
+            and isinstance(before, tuple) and before[1] == lb_ips
+            and previous.programmed is not None and previous.programmed.mode == "nftables"):
+        prog = replace(previous.programmed, read_at=nft.read_at or None)  # the same tables, named the same
     return Views(
         mode=mode, iptables=iptables, expected=expected, expected_source=source if usable else None,
-        programmed=programmed(snap, mode, iptables),
-        nftables_ports=tuple(programmed_nftables.programmed_ports(nft)) if nft is not None and nft.tables else None)
+        programmed=prog or programmed(snap, mode, iptables), nftables_ports=nftables_ports,
+        nftables_source=(tuple(weakref.ref(t) for t in tables), lb_ips) if tables else None)
 
 
 def _other(others: tuple[RuleSet, ...], family: int) -> RuleSet | None:
@@ -69,8 +85,8 @@ def _iptables_view(rs: RuleSet, other: RuleSet | None, previous: Views | None) -
     return IptablesView(rs.family, names, ports, source=tuple(weakref.ref(r) for r in source))
 
 
-def _same(refs: object, rulesets: tuple[RuleSet, ...]) -> bool:
-    """The very rule sets the view was derived from (RuleSets are immutable: the same objects, the same view;
-    a reference whose RuleSet is gone matches nothing)."""
-    return (isinstance(refs, tuple) and len(refs) == len(rulesets)
-            and all(isinstance(r, weakref.ref) and r() is x for r, x in zip(refs, rulesets, strict=True)))
+def _same(refs: object, rules: tuple[object, ...]) -> bool:
+    """The very rule objects a view was derived from (handed out, never changed: the same objects, the same
+    view; a reference whose object is gone matches nothing)."""
+    return (isinstance(refs, tuple) and len(refs) == len(rules)
+            and all(isinstance(r, weakref.ref) and r() is x for r, x in zip(refs, rules, strict=True)))

@@ -28,12 +28,15 @@ class Report:
 
     def as_served(self) -> Report:
         """This report as `serve` keeps it until the next run's is published: the findings, the views, every
-        source's status and data, but of the iptables rules only each table's rule count (the reporters and
-        /explain read the views). A whole read of the rules (about 20 MiB at 10k Services) must not stay alive
-        while the next read builds its own: the reader lets its last read go when the rules changed, the
-        runner keeps only the views (which name their RuleSets by weak reference), and this is the rest."""
+        source's status and data, but of the iptables rules only each table's rule count and of kube-proxy's
+        nftables tables only their chain counts (the reporters and /explain read the views). A whole read of
+        the rules (about 20 MiB at 10k Services) must not stay alive while the next read builds its own: the
+        readers let their last read go when the rules changed, the runner keeps only the views (which name
+        the rules by weak reference), and this is the rest."""
         snap = self.snapshot
-        if self.served or snap.iptables.data is None:
-            return replace(self, served=True)
-        iptables = replace(snap.iptables, data=snap.iptables.data.rule_counts())
-        return replace(self, snapshot=replace(snap, iptables=iptables), served=True)
+        if self.served:
+            return self
+        ipt, nft = snap.iptables, snap.nftables
+        snap = replace(snap, iptables=ipt if ipt.data is None else replace(ipt, data=ipt.data.rule_counts()),
+                       nftables=nft if nft.data is None else replace(nft, data=nft.data.counts_only()))
+        return replace(self, snapshot=snap, served=True)

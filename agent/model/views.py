@@ -72,6 +72,9 @@ class Views:
     expected_source: object = field(default=None, compare=False, repr=False, metadata={"transient": True})
     programmed: ProgrammedServices | None = None  # the decided mode's; None: its rules were not read
     nftables_ports: tuple[ProgrammedPort, ...] | None = None  # kube-proxy's nftables tables, when read
+    # weak references to the nftables tables these were derived from, and the LoadBalancer IPs that named them
+    # (not saved: it relates objects of one process)
+    nftables_source: object = field(default=None, compare=False, repr=False, metadata={"transient": True})
 
     def iptables_view(self, family: int) -> IptablesView | None:
         return next((v for v in self.iptables if v.family == family), None)
