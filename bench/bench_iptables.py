@@ -75,6 +75,7 @@ reader = IptablesReader(budget=1.0)  # no pacing: every call reads
 out, views = {}, None
 plan = [("cold", None)] + [("unchanged", None)] * reads + [("changed", changes[i % 2]) for i in range(reads)]
 for label, change in plan:
+    state = snap = findings = None  # as the agent: only the views outlive a run (agent/model/report.py as_served)
     if change is not None:
         subprocess.run([f"iptables-{backend}-restore", "-w", "5", "--noflush"], input=change, text=True, check=True)
     t0 = time.perf_counter()
@@ -144,7 +145,7 @@ class Netns:
         subprocess.run(["ip", "netns", "del", self.name], check=False)
 
 
-def bench_check(services: int, endpoints: int, backend: str) -> list[str]:
+def bench_check(services: int, endpoints: int, backend: str, reads: int = READS) -> list[str]:
     ns = Netns(services, endpoints, backend)
     try:
         env = ("/usr/bin/env", f"SVCD_REPO={REPO}")
@@ -154,15 +155,15 @@ def bench_check(services: int, endpoints: int, backend: str) -> list[str]:
             took, out = ns.timed(*env, sys.executable, "-c", CHECK)
             ours.append(took)
             rss.append(float(out.strip().splitlines()[-1]))
-        reads = json.loads(ns.sh(sys.executable, "-c", READS_INNER, str(REPO), backend, str(READS),
-                                 stdin=json.dumps(ns.changes)).splitlines()[0])
+        seen = json.loads(ns.sh(sys.executable, "-c", READS_INNER, str(REPO), backend, str(reads),
+                                stdin=json.dumps(ns.changes)).splitlines()[0])
     finally:
         ns.close()
     rows = [_row(services, endpoints, backend, "`svcdoctor check` (whole process)", bare, ours, max(rss),
-                 reads["cold"]["rules"])]
+                 seen["cold"]["rules"])]
     for label in ("cold", "unchanged", "changed"):
-        rows.append(_row(services, endpoints, backend, f"reader: {label} read + checks", reads[label]["bare"],
-                         reads[label]["ours"], reads["rss_mib"], reads["cold"]["rules"]))
+        rows.append(_row(services, endpoints, backend, f"reader: {label} read + checks", seen[label]["bare"],
+                         seen[label]["ours"], seen["rss_mib"], seen["cold"]["rules"]))
     return rows
 
 
@@ -226,6 +227,7 @@ def main() -> None:
     ap.add_argument("cases", nargs="+", help="SERVICES:BACKEND (check), SERVICES:BACKEND:unchanged|changing (serve)")
     ap.add_argument("--endpoints", type=int, default=5)
     ap.add_argument("--minutes", type=float, default=MINUTES, help="serve: how long to measure")
+    ap.add_argument("--reads", type=int, default=READS, help="check: unchanged and changed reads of the reader")
     args = ap.parse_args()
     if args.mode == "check":
         print("| Services x endpoints | backend | rules | what | runs | bare save (s) | svcdoctor (s) "
@@ -233,7 +235,7 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for case in args.cases:
             n, backend = case.split(":")
-            for row in bench_check(int(n), args.endpoints, backend):
+            for row in bench_check(int(n), args.endpoints, backend, args.reads):
                 print(row, flush=True)
     else:
         print("| Services x endpoints | backend | rules | measured over | serve CPU (share of a core) "

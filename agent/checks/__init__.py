@@ -63,7 +63,7 @@ CHECKS: tuple[CheckFunc, ...] = (
     snapshot_only(iptables_structure.check),
     iptables_services.check,
     rules.check,
-    snapshot_only(nftables.check),
+    nftables.check,
     snapshot_only(ipvs.check),
     hairpin.check,
     snapshot_only(probes.check),

@@ -6,10 +6,10 @@ same views, whatever ran before.
 RuleSet object the reader handed back again (it does while the rules are unchanged; RuleSets are
 immutable) is that view, so it is taken as it is (at 10k Services deriving it costs about 0.3 s); so is
 the expected state derived from the very ClusterState object the API provider hands back while no watch
-event arrived (the provider replaces, never changes, it); so are the nftables ports of the very
-KubeProxyTable objects the nftables reader hands back while the nf_tables generation stands (deriving them
-costs about a second at 10k Services), given the same LoadBalancer IPs. A view names its rules by weak
-reference: the views outlive a run (served, and kept for the next), the rules they came from must not.
+event arrived (the provider replaces, never changes, it); so are the nftables ports (given the same
+LoadBalancer IPs) and structure findings of the very KubeProxyTable objects the nftables reader hands back
+while the nf_tables generation stands (deriving them costs about a second at 10k Services). A view names
+its rules by weak reference: the views outlive a run (served, and kept for the next), the rules must not.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from agent.checks.expected import expected_ports
 from agent.checks.iptables_names import learn_names
 from agent.checks.localhost_nodeports import serves_localhost_nodeports
 from agent.checks.mode import decide_mode
+from agent.checks.nftables import check_table
 from agent.checks.programmed import programmed
 from agent.checks.programmed_iptables import programmed_ports_of, union_ports
 from agent.model import Snapshot
@@ -52,10 +53,13 @@ def derive(snap: Snapshot, previous: Views | None = None) -> Views:
     lb_ips = programmed_nftables.lb_ips_of(cluster)
     before = previous.nftables_source if previous is not None else None
     same_tables = isinstance(before, tuple) and bool(tables) and _same(before[0], tables)
-    nftables_ports = None
+    nftables_ports = structure = None
     if nft is not None and tables:
-        nftables_ports = previous.nftables_ports if same_tables and previous is not None else tuple(
-            programmed_nftables.programmed_ports(nft))
+        if same_tables and previous is not None:
+            nftables_ports, structure = previous.nftables_ports, previous.nftables_structure
+        else:
+            nftables_ports = tuple(programmed_nftables.programmed_ports(nft))
+            structure = tuple(f for table in tables for f in check_table(table))
     prog = None
     if (mode.mode == "nftables" and nft is not None and same_tables and previous is not None
             and isinstance(before, tuple) and before[1] == lb_ips
@@ -64,6 +68,7 @@ def derive(snap: Snapshot, previous: Views | None = None) -> Views:
     return Views(
         mode=mode, iptables=iptables, expected=expected, expected_source=source if usable else None,
         programmed=prog or programmed(snap, mode, iptables), nftables_ports=nftables_ports,
+        nftables_structure=structure,
         nftables_source=(tuple(weakref.ref(t) for t in tables), lb_ips) if tables else None)
 
 

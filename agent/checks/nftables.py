@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain as chained
+from operator import attrgetter
 
 from agent.catalogue import finding
-from agent.checks.mode import decide_mode
 from agent.model import Finding, Snapshot
 from agent.model.nftables import (
     FIREWALL_IPS,
@@ -29,6 +30,7 @@ from agent.model.nftables import (
     VerdictElement,
     parse_chain_name,
 )
+from agent.model.views import Views
 
 REJECT_CHAIN = "reject-chain"
 DSTNAT, SRCNAT = -100, 100
@@ -63,16 +65,18 @@ HOOKS = (
 MAP_USERS = ((SERVICE_IPS, "services"), (SERVICE_NODEPORTS, "services"))
 
 
-def check(snap: Snapshot) -> Iterator[Finding]:
+def check(snap: Snapshot, views: Views) -> Iterator[Finding]:
     src = snap.nftables
     if not src.ok:  # agent.source_failed says so
         return
-    mode = decide_mode(snap).mode
     tables = src.data.tables if src.data is not None else []
-    if mode == "nftables" and not tables:
+    if views.mode.mode == "nftables" and not tables:
         yield finding("nftables.table_missing", snap.node, evidence={
             "family": "ip", "why": src.note or "no `table ip kube-proxy` or `table ip6 kube-proxy` on this node",
             "other_tables": ", ".join(src.data.other_tables) if src.data else ""})
+    if views.nftables_structure is not None:  # check_table's, derived once with the tables' ports
+        yield from views.nftables_structure
+        return
     for table in tables:
         yield from check_table(table)
 
@@ -153,6 +157,11 @@ def _dangling(table: KubeProxyTable) -> Iterator[Finding]:
                               evidence={"family": table.family, "where": f"map {map_name}", "element": e.text(),
                                         "missing_chain": e.target})
     chains = table.chains
+    # Every jump and vmap target at once, in C; the chains are walked only when one of them is missing
+    jumped = set(chained.from_iterable(map(attrgetter("targets"), chains.values())))
+    jumped.update(chained.from_iterable(m.values() for m in map(attrgetter("vmap"), chains.values()) if m))
+    if jumped <= chains.keys():
+        return
     for chain in chains.values():
         targets = chain.targets if not chain.vmap else [*chain.targets, *chain.vmap.values()]
         for target in targets:
@@ -187,8 +196,11 @@ def _via(map_name: str, e: VerdictElement, external: str) -> str:
 
 def _service_chains(table: KubeProxyTable) -> Iterator[Finding]:
     # Names are taken apart (a hash each) only for what is reported: 10k Service chains every run at 10k
+    chains = table.chains
+    endpoints = set(chained.from_iterable(m.values() for m in map(attrgetter("vmap"), chains.values()) if m))
+    without_dnat = {t for t in endpoints if (ep := chains.get(t)) is not None and ep.rules_read and not ep.dnat}
     for name, via in sorted(_dispatched_policy_chains(table).items()):
-        chain = table.chains.get(name)
+        chain = chains.get(name)
         if chain is None or not chain.rules_read:
             continue
         if not chain.vmap:
@@ -197,9 +209,9 @@ def _service_chains(table: KubeProxyTable) -> Iterator[Finding]:
                 "family": table.family, "chain": name, "dispatched_by": _via(*via), "rules": chain.rule_count})
             continue
         yield from _numgen(table, chain)
-        broken = [t for t in chain.vmap.values() if (ep := table.chains.get(t)) is not None and ep.rules_read
-                  and not ep.dnat]
-        for target in sorted(set(broken)):
+        if not without_dnat or without_dnat.isdisjoint(chain.vmap.values()):
+            continue
+        for target in sorted(without_dnat.intersection(chain.vmap.values())):
             service = _service_of(name) or name
             ep_name = parse_chain_name(target)
             yield finding("nftables.endpoint_chain_broken", service, service=service, evidence={
@@ -212,10 +224,10 @@ def _numgen(table: KubeProxyTable, chain: Chain) -> Iterator[Finding]:
     """`numgen random mod N vmap { 0 : ..., N-1 : ... }`: a missing index sends 1/N of new
     connections nowhere (they fall out of the chain un-DNATed)."""
     mod = chain.numgen_mod or 0
-    have = set(chain.vmap or {})
     want = _INDEXES[mod] if mod < len(_INDEXES) else {str(i) for i in range(mod)}
-    if want == have:
+    if chain.vmap is not None and chain.vmap.keys() == want:
         return
+    have = set(chain.vmap or {})
     service = _service_of(chain.name) or chain.name
     if chain.vmap_by_reference:  # only how many endpoint chains the vmap holds is known
         missing = f"{mod - len(have)} of {mod}" if len(have) < mod else "none"
