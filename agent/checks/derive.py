@@ -17,7 +17,7 @@ from __future__ import annotations
 import weakref
 from dataclasses import replace
 
-from agent.checks import programmed_nftables
+from agent.checks import iptables_services, programmed_nftables
 from agent.checks.expected import expected_ports
 from agent.checks.iptables_names import learn_names
 from agent.checks.localhost_nodeports import serves_localhost_nodeports
@@ -87,7 +87,8 @@ def _iptables_view(rs: RuleSet, other: RuleSet | None, previous: Views | None) -
     ports = programmed_ports_of(rs, names)
     if other is not None:
         ports = union_ports(ports, programmed_ports_of(other, learn_names(other)))
-    return IptablesView(rs.family, names, ports, source=tuple(weakref.ref(r) for r in source))
+    return IptablesView(rs.family, names, ports, service_findings=iptables_services.findings_of(rs, names),
+                        source=tuple(weakref.ref(r) for r in source))
 
 
 def _same(refs: object, rules: tuple[object, ...]) -> bool:

@@ -23,7 +23,10 @@ def check(snap: Snapshot, views: Views) -> Iterator[Finding]:
         return
     for rs in sc.state.rulesets:
         view = views.iptables_view(rs.family)
-        yield from findings_of(rs, view.names if view is not None else learn_names(rs))
+        if view is not None and view.service_findings is not None:  # derived once per RuleSet (derive.py)
+            yield from view.service_findings
+        else:
+            yield from findings_of(rs, view.names if view is not None else learn_names(rs))
 
 
 def findings_of(rs: RuleSet, names: Names) -> tuple[Finding, ...]:

@@ -48,6 +48,9 @@ class IptablesView:
     family: int
     names: Names
     ports: tuple[ProgrammedPort, ...]  # sorted by (service, protocol)
+    # agent/checks/iptables_services.py's findings: a function of the rules and names alone, so derived with
+    # them and taken over with them (None: not derived, as in a view made by hand)
+    service_findings: tuple[Finding, ...] | None = None
     # weak references to the RuleSets these were derived from (not saved: it relates objects of one process;
     # weak: a view kept for the next run or served must not keep the rules alive)
     source: object = field(default=None, compare=False, repr=False, metadata={"transient": True})
