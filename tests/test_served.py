@@ -82,6 +82,7 @@ def test_nftables_mode_served_keeps_chain_counts_and_the_views_are_taken_over() 
     assert first.views is not None and first.views.programmed is not None and first.views.programmed.ports
     again = runner.check(nft_snapshot(nft, with_cluster=OVERALL), frozenset())  # the same tables: taken over
     assert again.views is not None and again.views.nftables_ports is first.views.nftables_ports
+    assert again.views.nftables_structure is first.views.nftables_structure and again.findings == first.findings
     fresh = runner.check(nft_snapshot(state(items(OVERALL)), with_cluster=OVERALL), frozenset())  # new tables
     assert fresh.views is not None and fresh.views.nftables_ports is not first.views.nftables_ports
     assert fresh.views.nftables_ports == first.views.nftables_ports and fresh.findings == first.findings
