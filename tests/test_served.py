@@ -86,3 +86,16 @@ def test_nftables_mode_served_keeps_chain_counts_and_the_views_are_taken_over() 
     fresh = runner.check(nft_snapshot(state(items(OVERALL)), with_cluster=OVERALL), frozenset())  # new tables
     assert fresh.views is not None and fresh.views.nftables_ports is not first.views.nftables_ports
     assert fresh.views.nftables_ports == first.views.nftables_ports and fresh.findings == first.findings
+
+
+def test_nftables_programmed_view_without_load_balancer_ips_is_derived_once() -> None:
+    """No LoadBalancer IP in the cluster state (here: none at all): the programmed view is the nftables ports."""
+    from agent.checks.derive import derive
+    from agent.checks.programmed_nftables import programmed_services
+    from tests.checks.test_nftables import OVERALL, items, nft_snapshot, state
+
+    nft = state(items(OVERALL))
+    views = derive(nft_snapshot(nft))
+    assert views.programmed is not None and views.nftables_ports
+    assert views.programmed == programmed_services(nft)
+    assert views.programmed.ports[0] is views.nftables_ports[0]

@@ -27,6 +27,7 @@ from agent.checks.programmed import programmed
 from agent.checks.programmed_iptables import programmed_ports_of, union_ports
 from agent.model import Snapshot
 from agent.model.iptables import RuleSet
+from agent.model.programmed import ProgrammedServices
 from agent.model.views import IptablesView, Views
 
 
@@ -65,6 +66,10 @@ def derive(snap: Snapshot, previous: Views | None = None) -> Views:
             and isinstance(before, tuple) and before[1] == lb_ips
             and previous.programmed is not None and previous.programmed.mode == "nftables"):
         prog = replace(previous.programmed, read_at=nft.read_at or None)  # the same tables, named the same
+    elif mode.mode == "nftables" and nft is not None and nftables_ports is not None and not any(lb_ips.values()):
+        # the cluster names no LoadBalancer IP, all programmed_ports takes of it: the same ports, derived once
+        prog = ProgrammedServices("nftables", list(nftables_ports), families=sorted({t.ip_family for t in tables}),
+                                  read_at=nft.read_at or None)
     return Views(
         mode=mode, iptables=iptables, expected=expected, expected_source=source if usable else None,
         programmed=prog or programmed(snap, mode, iptables), nftables_ports=nftables_ports,
