@@ -52,6 +52,11 @@ def endpoint_chain(service_port: str, protocol: str, endpoint: str) -> str:
     return SEP + _hash(service_port + protocol.lower() + endpoint, 16)
 
 
+def nft_hash(name: str) -> str:
+    """kube-proxy's nftables hash prefix alone: base32(sha256(name))[:8]."""
+    return _hash(name, 8)
+
+
 def _nft_hash_and_truncate(name: str) -> str:
     """kube-proxy's nftables hashAndTruncate: "HASH8-" + name, cut to 240 characters with "..."."""
     out = f"{_hash(name, 8)}-{name}"

@@ -72,8 +72,10 @@ class Runner:
         self.checks = checks
         self._hung: dict[str, _Call] = {}
         self._readers: dict[str, Callable[[CollectContext], Any]] = {c.name: c.make() for c in collectors}
-        self._last: Report | None = None  # run_once's previous run
-        self._views: Views | None = None  # the last run's views: what derive() may take as they are
+        # Between runs the runner keeps no Report (its snapshot holds a whole read of the rules): only the
+        # last run's rules.* differences (run_once's `previous`) and its views (what derive() may take over)
+        self._differences: frozenset[DiffKey] | None = None
+        self._views: Views | None = None
 
     # collection --------------------------------------------------------------------------------------
     def _start(self, col: Collector, ctx: CollectContext) -> _Call:
@@ -177,9 +179,9 @@ class Runner:
 
     def run_once(self) -> Report:
         """One run of a series (`serve`): rule differences must also be in this runner's previous run."""
-        previous = self._last.rule_differences if self._last is not None else frozenset()
-        self._last = self.check(self.collect(), previous)
-        return self._last
+        report = self.check(self.collect(), self._differences or frozenset())
+        self._differences = report.rule_differences
+        return report
 
 
 def _key(f: Finding) -> DiffKey:

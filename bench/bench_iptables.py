@@ -14,10 +14,12 @@ plus node-base.rules is loaded into a fresh network namespace `svcd-bench-<hex>`
 
 `serve` mode: `svcdoctor serve --no-api --interval 30s` in the namespace for MINUTES minutes after its first
 run, with the rules unchanged or with 1% of the Services changing every interval; its CPU time (its own and
-its children's: the saves) over the wall time is its share of a core; and its peak RSS.
+its children's: the saves) over the wall time is its share of a core; and its peak RSS. Backend "nftables":
+kube-proxy's nftables mode instead (bench/gen_nftables.py; no iptables rules), the mode decided from the node.
 
     python bench/bench_iptables.py check 1000:legacy 10000:legacy 1000:nft 10000:nft [--endpoints 5]
     python bench/bench_iptables.py serve 10000:legacy:unchanged 10000:legacy:changing 10000:nft:unchanged ...
+    python bench/bench_iptables.py serve 10000:nftables:unchanged 10000:nftables:changing [--minutes 5]
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.gen_iptables import changed_endpoints, generate  # noqa: E402
+from bench.gen_nftables import changed_endpoints as nft_changes  # noqa: E402
+from bench.gen_nftables import generate as nft_rules  # noqa: E402
 
 NODE_BASE = REPO / "tests" / "fixtures" / "kube-proxy" / "iptables" / "node-base.rules"
 ROUNDS = 3
@@ -71,6 +75,7 @@ reader = IptablesReader(budget=1.0)  # no pacing: every call reads
 out, views = {}, None
 plan = [("cold", None)] + [("unchanged", None)] * reads + [("changed", changes[i % 2]) for i in range(reads)]
 for label, change in plan:
+    state = snap = findings = None  # as the agent: only the views outlive a run (agent/model/report.py as_served)
     if change is not None:
         subprocess.run([f"iptables-{backend}-restore", "-w", "5", "--noflush"], input=change, text=True, check=True)
     t0 = time.perf_counter()
@@ -99,14 +104,28 @@ print(json.dumps(out))
 
 
 class Netns:
+    """A node with kube-proxy's rules through one iptables backend, or in nftables mode ("nftables":
+    bench/gen_nftables.py's table, changed as kube-proxy changes it)."""
+
     def __init__(self, services: int, endpoints: int, backend: str) -> None:
         self.name = f"svcd-bench-{secrets.token_hex(4)}"
         self.backend = backend
         subprocess.run(["ip", "netns", "add", self.name], check=True)
+        if backend == "nftables":
+            self.sh("nft", "-f", "-", stdin=nft_rules(services, endpoints)[0])
+            self.changes = [nft_changes(services, endpoints, every=100, back=back) for back in (False, True)]
+            return
         self.rules = "".join(generate(services, endpoints))
         self.changes = ["".join(changed_endpoints(services, endpoints, every=100, back=back)) for back in (False, True)]
         self.sh(f"iptables-{backend}-restore", "-w", "5", stdin=self.rules)
         self.sh(f"iptables-{backend}-restore", "-w", "5", "--noflush", stdin=NODE_BASE.read_text())
+
+    def change(self, flip: int) -> None:
+        """A partial sync: one endpoint of 1% of the Services moved (even flips), or moved back (odd)."""
+        if self.backend == "nftables":
+            self.sh("nft", "-f", "-", stdin=self.changes[flip % 2])
+        else:
+            self.sh(f"iptables-{self.backend}-restore", "-w", "5", "--noflush", stdin=self.changes[flip % 2])
 
     def argv(self, *cmd: str) -> list[str]:
         return ["ip", "netns", "exec", self.name, *cmd]
@@ -126,7 +145,7 @@ class Netns:
         subprocess.run(["ip", "netns", "del", self.name], check=False)
 
 
-def bench_check(services: int, endpoints: int, backend: str) -> list[str]:
+def bench_check(services: int, endpoints: int, backend: str, reads: int = READS) -> list[str]:
     ns = Netns(services, endpoints, backend)
     try:
         env = ("/usr/bin/env", f"SVCD_REPO={REPO}")
@@ -136,15 +155,15 @@ def bench_check(services: int, endpoints: int, backend: str) -> list[str]:
             took, out = ns.timed(*env, sys.executable, "-c", CHECK)
             ours.append(took)
             rss.append(float(out.strip().splitlines()[-1]))
-        reads = json.loads(ns.sh(sys.executable, "-c", READS_INNER, str(REPO), backend, str(READS),
-                                 stdin=json.dumps(ns.changes)).splitlines()[0])
+        seen = json.loads(ns.sh(sys.executable, "-c", READS_INNER, str(REPO), backend, str(reads),
+                                stdin=json.dumps(ns.changes)).splitlines()[0])
     finally:
         ns.close()
     rows = [_row(services, endpoints, backend, "`svcdoctor check` (whole process)", bare, ours, max(rss),
-                 reads["cold"]["rules"])]
+                 seen["cold"]["rules"])]
     for label in ("cold", "unchanged", "changed"):
-        rows.append(_row(services, endpoints, backend, f"reader: {label} read + checks", reads[label]["bare"],
-                         reads[label]["ours"], reads["rss_mib"], reads["cold"]["rules"]))
+        rows.append(_row(services, endpoints, backend, f"reader: {label} read + checks", seen[label]["bare"],
+                         seen[label]["ours"], seen["rss_mib"], seen["cold"]["rules"]))
     return rows
 
 
@@ -157,7 +176,8 @@ def _row(services: int, endpoints: int, backend: str, what: str, bare: list[floa
             f"| {statistics.median(ratios):.2f} ({spread}) | {rss:.0f} |")
 
 
-def bench_serve(services: int, endpoints: int, backend: str, changing: bool, port: int) -> str:
+def bench_serve(services: int, endpoints: int, backend: str, changing: bool, port: int,
+                minutes: float = MINUTES) -> str:
     ns = Netns(services, endpoints, backend)
     proc = subprocess.Popen(ns.argv("/usr/bin/env", f"PYTHONPATH={REPO}", sys.executable, "-m", "agent", "serve",
                                     "--no-api", "--node-name", "bench", "--interval", "30s", "--port", str(port),
@@ -167,9 +187,9 @@ def bench_serve(services: int, endpoints: int, backend: str, changing: bool, por
         _wait_first_run(ns, port)
         cpu0, t0 = _cpu(proc.pid), time.monotonic()
         flips = 0
-        while time.monotonic() - t0 < MINUTES * 60:
+        while time.monotonic() - t0 < minutes * 60:
             if changing:
-                ns.sh(f"iptables-{backend}-restore", "-w", "5", "--noflush", stdin=ns.changes[flips % 2])
+                ns.change(flips)
                 flips += 1
             time.sleep(30)
         share = (_cpu(proc.pid) - cpu0) / (time.monotonic() - t0)
@@ -179,7 +199,7 @@ def bench_serve(services: int, endpoints: int, backend: str, changing: bool, por
         proc.wait(10)
         ns.close()
     what = "1% of Services changing every 30 s" if changing else "rules unchanged"
-    return (f"| {services:,} x {endpoints} | {backend} | {what} | {MINUTES:g} min | {share:.2%} | {flips} | "
+    return (f"| {services:,} x {endpoints} | {backend} | {what} | {minutes:g} min | {share:.2%} | {flips} | "
             f"{rss:.0f} |")
 
 
@@ -206,6 +226,8 @@ def main() -> None:
     ap.add_argument("mode", choices=("check", "serve"))
     ap.add_argument("cases", nargs="+", help="SERVICES:BACKEND (check), SERVICES:BACKEND:unchanged|changing (serve)")
     ap.add_argument("--endpoints", type=int, default=5)
+    ap.add_argument("--minutes", type=float, default=MINUTES, help="serve: how long to measure")
+    ap.add_argument("--reads", type=int, default=READS, help="check: unchanged and changed reads of the reader")
     args = ap.parse_args()
     if args.mode == "check":
         print("| Services x endpoints | backend | rules | what | runs | bare save (s) | svcdoctor (s) "
@@ -213,7 +235,7 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for case in args.cases:
             n, backend = case.split(":")
-            for row in bench_check(int(n), args.endpoints, backend):
+            for row in bench_check(int(n), args.endpoints, backend, args.reads):
                 print(row, flush=True)
     else:
         print("| Services x endpoints | backend | rules | measured over | serve CPU (share of a core) "
@@ -221,7 +243,8 @@ def main() -> None:
         print("| --- | --- | --- | --- | --- | --- | --- |")
         for i, case in enumerate(args.cases):
             n, backend, kind = case.split(":")
-            print(bench_serve(int(n), args.endpoints, backend, kind == "changing", 19100 + i), flush=True)
+            print(bench_serve(int(n), args.endpoints, backend, kind == "changing", 19100 + i, args.minutes),
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,34 @@ def generate(n_services: int, n_endpoints: int) -> tuple[str, dict[str, Any]]:
     return "\n".join(out) + "\n", {"apiVersion": "v1", "kind": "List", "items": items}
 
 
+def changed_endpoints(n_services: int, n_endpoints: int, every: int, back: bool = False) -> str:
+    """An nft script doing what kube-proxy does when the first endpoint of every `every`-th Service (with
+    endpoints) is replaced by another (or, `back`, replaced again by the first): the new endpoint chain is
+    added, the Service chain flushed and written again, the stale endpoint chain deleted."""
+    out = []
+    for i in range(0, n_services, every):
+        if i % 50 == 49 or n_endpoints < 1:
+            continue
+        ns, svc, port, target = f"ns{i % 100}", f"svc{i}", 80, 8080
+        base = chain_base(f"{ns}/{svc}/tcp/p{port}")
+        eps = [endpoint_ip(i, j) for j in range(n_endpoints)]
+        first, other = eps[0], endpoint_ip(i, 7)
+        new, old = (first, other) if back else (other, first)
+        eps[0] = new
+        chains = ["endpoint-" + chain_base(f"{ns}/{svc}/tcp/p{port}__{ep}/{target}") for ep in eps]
+        svc_chain, stale = f"service-{base}", "endpoint-" + chain_base(f"{ns}/{svc}/tcp/p{port}__{old}/{target}")
+        out += [f"add chain ip kube-proxy {chains[0]}",
+                f"add rule ip kube-proxy {chains[0]} ip saddr {new} jump mark-for-masquerade",
+                f"add rule ip kube-proxy {chains[0]} meta l4proto tcp dnat to {new}:{target}",
+                f"flush chain ip kube-proxy {svc_chain}",
+                f"add rule ip kube-proxy {svc_chain} ip daddr {cluster_ip(i)} ip saddr != 10.0.0.0/8 "
+                "jump mark-for-masquerade",
+                f"add rule ip kube-proxy {svc_chain} numgen random mod {len(eps)} vmap {{ "
+                f"{', '.join(f'{j} : goto {c}' for j, c in enumerate(chains))} }}",
+                f"delete chain ip kube-proxy {stale}"]
+    return "\n".join(out) + "\n"
+
+
 def _api_objects(ns: str, svc: str, vip: str, port: int, target: int, node_port: int | None,
                  eps: list[str]) -> list[dict[str, Any]]:
     sport: dict[str, Any] = {"name": f"p{port}", "protocol": "TCP", "port": port, "targetPort": target}

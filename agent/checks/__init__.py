@@ -64,7 +64,7 @@ CHECKS: tuple[CheckFunc, ...] = (
     snapshot_only(iptables_structure.check),
     iptables_services.check,
     rules.check,
-    snapshot_only(nftables.check),
+    nftables.check,
     snapshot_only(ipvs.check),
     snapshot_only(ipvs_iptables.check),
     hairpin.check,

@@ -23,7 +23,10 @@ def check(snap: Snapshot, views: Views) -> Iterator[Finding]:
         return
     for rs in sc.state.rulesets:
         view = views.iptables_view(rs.family)
-        yield from findings_of(rs, view.names if view is not None else learn_names(rs))
+        if view is not None and view.service_findings is not None:  # derived once per RuleSet (derive.py)
+            yield from view.service_findings
+        else:
+            yield from findings_of(rs, view.names if view is not None else learn_names(rs))
 
 
 def findings_of(rs: RuleSet, names: Names) -> tuple[Finding, ...]:
@@ -51,13 +54,18 @@ def ladder_is_fair(ladder: LadderChain) -> bool:
     return True
 
 
-def _whole_and_fair(ladder: LadderChain) -> bool:
-    return bool(ladder.endpoints or ladder.affinity_endpoints) and ladder_is_fair(ladder)
-
-
 def _ladders(rs: RuleSet, names: Names) -> Iterator[Finding]:
     nat = rs.table("nat")
-    bad = {chain: ladder for chain, ladder in nat.ladders.items() if not _whole_and_fair(ladder)}
+    # Most ladders share a few shapes (n endpoints, the same probabilities): each shape is judged once
+    fair: dict[tuple[int, tuple[float | None, ...]], bool] = {}
+    bad = {}
+    for chain, ladder in nat.ladders.items():
+        shape = (len(ladder.endpoints), ladder.probabilities)
+        ok = fair.get(shape)
+        if ok is None:
+            ok = fair[shape] = ladder_is_fair(ladder)
+        if not ok or not (ladder.endpoints or ladder.affinity_endpoints):
+            bad[chain] = ladder
     # a flushed KUBE-SVC/SVL chain has no rule at all, so no ladder: judged when something still jumps to it
     if nat.census.declared.get("KUBE-SVC-", 0) + nat.census.declared.get("KUBE-SVL-", 0) > len(nat.ladders):
         jumped = _jump_targets(rs)
@@ -73,7 +81,8 @@ def _ladders(rs: RuleSet, names: Names) -> Iterator[Finding]:
                 "chain": chain, "family": rs.family, "endpoints": len(ladder.endpoints),
                 "endpoint_chains": list(ladder.endpoints), "probabilities": list(ladder.probabilities),
                 "expected": expected_probabilities(len(ladder.endpoints))})
-    for chain, ladder in sorted(nat.ladders.items(), key=lambda cl: cl[0]):
+    affinity = sorted((c, lad) for c, lad in nat.ladders.items() if lad.affinity_endpoints)  # few have it
+    for chain, ladder in affinity:
         behind = sorted(set(ladder.affinity_endpoints) - set(ladder.endpoints))
         if behind:  # ClientIP affinity: every endpoint has an `--rcheck` rule and a rung of the ladder
             subject, service = _label(names, chain)

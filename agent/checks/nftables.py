@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import chain as chained
+from operator import attrgetter
 
 from agent.catalogue import finding
 from agent.checks.families import served_families
-from agent.checks.mode import decide_mode
 from agent.model import Finding, Snapshot
 from agent.model.nftables import (
     FIREWALL_IPS,
@@ -27,8 +28,10 @@ from agent.model.nftables import (
     SERVICE_NODEPORTS,
     Chain,
     KubeProxyTable,
+    VerdictElement,
     parse_chain_name,
 )
+from agent.model.views import Views
 
 REJECT_CHAIN = "reject-chain"
 DSTNAT, SRCNAT = -100, 100
@@ -63,14 +66,14 @@ HOOKS = (
 MAP_USERS = ((SERVICE_IPS, "services"), (SERVICE_NODEPORTS, "services"))
 
 
-def check(snap: Snapshot) -> Iterator[Finding]:
+def check(snap: Snapshot, views: Views) -> Iterator[Finding]:
     src = snap.nftables
     if not src.ok:  # agent.source_failed says so
         return
-    mode = decide_mode(snap).mode
     tables = src.data.tables if src.data is not None else []
     served = served_families(snap)
     other = ", ".join(src.data.other_tables) if src.data else ""
+    mode = views.mode.mode
     if mode == "nftables" and not tables:
         yield finding("nftables.table_missing", snap.node, evidence={
             "family": "ip6" if served == frozenset({6}) else "ip",
@@ -84,9 +87,11 @@ def check(snap: Snapshot) -> Iterator[Finding]:
             yield finding("nftables.table_missing", snap.node, evidence={
                 "family": name, "why": f"no `table {name} kube-proxy` on this node, which has an IPv{family} address",
                 "other_tables": other})
-    for table in tables:
-        if served is None or table.ip_family in served:  # a family kube-proxy does not serve here is not judged
-            yield from check_table(table)
+    # check_table's findings per table, derived once with the tables' ports; a family kube-proxy does not
+    # serve here is not judged
+    for family, found in views.nftables_structure or ():
+        if served is None or family in served:
+            yield from found
 
 
 def check_table(table: KubeProxyTable) -> Iterator[Finding]:
@@ -103,8 +108,9 @@ def _subject(table: KubeProxyTable, what: str) -> str:
 
 
 def _hooks(table: KubeProxyTable) -> Iterator[Finding]:
+    hooked = [c for c in table.chains.values() if c.hook is not None]  # one pass over 60k chains, not one per hook
     for want in HOOKS:
-        base = [c for c in table.chains.values() if c.type == want.type and c.hook == want.hook]
+        base = [c for c in hooked if c.type == want.type and c.hook == want.hook]
         good = [c for c in base if c.priority in want.priority_ok and any(t in c.targets for t in want.jumps_to)]
         if good or not all(c.rules_read for c in base):
             continue
@@ -163,62 +169,79 @@ def _dangling(table: KubeProxyTable) -> Iterator[Finding]:
                 yield finding("nftables.dangling_goto", service or _subject(table, map_name), service=service,
                               evidence={"family": table.family, "where": f"map {map_name}", "element": e.text(),
                                         "missing_chain": e.target})
-    for chain in table.chains.values():
-        for target in [*chain.targets, *(chain.vmap or {}).values()]:
-            if target not in table.chains:
+    chains = table.chains
+    # Every jump and vmap target at once, in C; the chains are walked only when one of them is missing
+    jumped = set(chained.from_iterable(map(attrgetter("targets"), chains.values())))
+    jumped.update(chained.from_iterable(m.values() for m in map(attrgetter("vmap"), chains.values()) if m))
+    if jumped <= chains.keys():
+        return
+    for chain in chains.values():
+        targets = chain.targets if not chain.vmap else [*chain.targets, *chain.vmap.values()]
+        for target in targets:
+            if target not in chains:
                 service = _service_of(chain.name) or _service_of(target)
                 yield finding("nftables.dangling_goto", service or _subject(table, chain.name), service=service,
                               evidence={"family": table.family, "where": f"chain {chain.name}",
                                         "element": f"goto {target}", "missing_chain": target})
 
 
-def _dispatched_policy_chains(table: KubeProxyTable) -> dict[str, str]:
+def _dispatched_policy_chains(table: KubeProxyTable) -> dict[str, tuple[str, VerdictElement, str]]:
     """service-/local- chains that traffic reaches from the dispatch maps (directly, or through an
-    external- chain), with the map element that leads there."""
-    out: dict[str, str] = {}
+    external- chain), with the map element that leads there (map, element, external- chain or "")."""
+    out: dict[str, tuple[str, VerdictElement, str]] = {}
     for map_name in (SERVICE_IPS, SERVICE_NODEPORTS, FIREWALL_IPS):
         for e in table.maps.get(map_name, []):
             chain = table.chains.get(e.target or "")
             if chain is None:
                 continue
             if chain.name.startswith(("service-", "local-")):
-                out.setdefault(chain.name, f"{map_name}: {e.text()}")
+                out.setdefault(chain.name, (map_name, e, ""))
             elif chain.name.startswith("external-"):
                 for t in chain.targets:
                     if t.startswith(("service-", "local-")):
-                        out.setdefault(t, f"{map_name}: {e.text()} -> {chain.name}")
+                        out.setdefault(t, (map_name, e, chain.name))
     return out
 
 
+def _via(map_name: str, e: VerdictElement, external: str) -> str:
+    return f"{map_name}: {e.text()}" + (f" -> {external}" if external else "")
+
+
 def _service_chains(table: KubeProxyTable) -> Iterator[Finding]:
+    # Names are taken apart (a hash each) only for what is reported: 10k Service chains every run at 10k
+    chains = table.chains
+    endpoints = set(chained.from_iterable(m.values() for m in map(attrgetter("vmap"), chains.values()) if m))
+    without_dnat = {t for t in endpoints if (ep := chains.get(t)) is not None and ep.rules_read and not ep.dnat}
     for name, via in sorted(_dispatched_policy_chains(table).items()):
-        chain = table.chains.get(name)
+        chain = chains.get(name)
         if chain is None or not chain.rules_read:
             continue
-        service = _service_of(name) or name
         if not chain.vmap:
+            service = _service_of(name) or name
             yield finding("nftables.service_without_endpoints", service, service=service, evidence={
-                "family": table.family, "chain": name, "dispatched_by": via, "rules": chain.rule_count})
+                "family": table.family, "chain": name, "dispatched_by": _via(*via), "rules": chain.rule_count})
             continue
-        yield from _numgen(table, chain, service)
-        for target in sorted(set(chain.vmap.values())):
-            ep = table.chains.get(target)
-            if ep is not None and ep.rules_read and not ep.dnat:
-                ep_name = parse_chain_name(target)
-                yield finding("nftables.endpoint_chain_broken", service, service=service, evidence={
-                    "family": table.family, "chain": target, "service_chain": name,
-                    "endpoint": (ep_name.endpoint if ep_name else None) or "?",
-                    "rules": ep.rule_count})
+        yield from _numgen(table, chain)
+        if not without_dnat or without_dnat.isdisjoint(chain.vmap.values()):
+            continue
+        for target in sorted(without_dnat.intersection(chain.vmap.values())):
+            service = _service_of(name) or name
+            ep_name = parse_chain_name(target)
+            yield finding("nftables.endpoint_chain_broken", service, service=service, evidence={
+                "family": table.family, "chain": target, "service_chain": name,
+                "endpoint": (ep_name.endpoint if ep_name else None) or "?",
+                "rules": table.chains[target].rule_count})
 
 
-def _numgen(table: KubeProxyTable, chain: Chain, service: str) -> Iterator[Finding]:
+def _numgen(table: KubeProxyTable, chain: Chain) -> Iterator[Finding]:
     """`numgen random mod N vmap { 0 : ..., N-1 : ... }`: a missing index sends 1/N of new
     connections nowhere (they fall out of the chain un-DNATed)."""
     mod = chain.numgen_mod or 0
-    want = {str(i) for i in range(mod)}
-    have = set(chain.vmap or {})
-    if want == have:
+    want = _INDEXES[mod] if mod < len(_INDEXES) else {str(i) for i in range(mod)}
+    if chain.vmap is not None and chain.vmap.keys() == want:
         return
+    have = set(chain.vmap or {})
+    service = _service_of(chain.name) or chain.name
     if chain.vmap_by_reference:  # only how many endpoint chains the vmap holds is known
         missing = f"{mod - len(have)} of {mod}" if len(have) < mod else "none"
         extra = f"{len(have) - mod} beyond {mod}" if len(have) > mod else "none"
@@ -228,6 +251,9 @@ def _numgen(table: KubeProxyTable, chain: Chain, service: str) -> Iterator[Findi
     yield finding("nftables.numgen_gap", service, service=service, evidence={
         "family": table.family, "chain": chain.name, "mod": mod, "missing_indexes": missing,
         "extra_indexes": extra})
+
+
+_INDEXES = tuple(frozenset(str(i) for i in range(n)) for n in range(64))  # numgen's indexes, per mod
 
 
 def _reject_shadows(table: KubeProxyTable) -> Iterator[Finding]:

@@ -49,7 +49,7 @@ def programmed_ports(state: NftablesState, cluster: ClusterState | None = None) 
     """Every dispatched Service port of every kube-proxy table. `cluster`, when given, only names the
     kind of an external address (externalIP or LoadBalancer IP): the node cannot tell them apart
     unless the address has a loadBalancerSourceRanges firewall entry."""
-    lb_ips = _lb_ips(cluster)
+    lb_ips = lb_ips_of(cluster)
     ports: list[ProgrammedPort] = []
     for table in state.tables:
         ports.extend(_TableReader(table, lb_ips).read())
@@ -63,7 +63,8 @@ def programmed_services(state: NftablesState, cluster: ClusterState | None = Non
                               read_at=state.read_at or None)
 
 
-def _lb_ips(cluster: ClusterState | None) -> dict[str, set[str]]:
+def lb_ips_of(cluster: ClusterState | None) -> dict[str, set[str]]:
+    """Service -> its LoadBalancer IPs: all programmed_ports takes of the cluster state."""
     out: dict[str, set[str]] = {}
     for svc in cluster.services if cluster else []:
         out.setdefault(f"{svc.namespace}/{svc.name}", set()).update(svc.load_balancer_ips)

@@ -83,6 +83,7 @@ class Paced(Generic[T]):
         with self._lock:
             if self._last is not None and time.monotonic() < self._next:
                 return self._last
+            self._last = None  # not kept beside the next read (the reader keeps what it needs)
         started = time.monotonic()
         result = self.read(ctx)
         with self._lock:

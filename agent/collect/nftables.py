@@ -77,6 +77,8 @@ class NftablesReader:
                 unchanged = False
             if unchanged:
                 return dataclasses.replace(last[1], read_at=time.time())
+            self._remember(None)  # changed: the last read is let go before the next is built beside it
+            last = None
         try:
             state, generation = read_consistent(nft)
         except BaseException:

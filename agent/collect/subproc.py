@@ -7,16 +7,24 @@ the read has failed: nothing real is that large), stderr keeps only its first li
 on time-out, on the cap, or when the caller stops reading, the WHOLE group is killed, so no grandchild
 outlives the read. The group is killed while its leader is still unreaped (its pid cannot have been
 reused), and is killed once more after a normal exit to take any straggler the tool left behind.
+
+`stream` is the general form (every other entry point is made from it): raw stdout pieces of up to
+`block` bytes (a pipe as large, when asked, so a fast tool runs ahead while the reader works), an
+optional pause after a short read (so a tool writing a large listing fills the pipe instead of waking
+the reader at every 4 kB it writes), and the child's CPU time in `Exited` once it is reaped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 
 from agent.collect.base import Absent, CollectError
 
@@ -24,20 +32,36 @@ MIB = 1 << 20
 STDOUT_CAP = 64 * MIB  # default per call; callers that expect more (a whole table listing) say so
 STDERR_TAIL = 64 * 1024
 _READ = 64 * 1024
+F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), spelled out for Pythons that lack the constant
+
+
+@dataclass
+class Exited:
+    """What `stream` learnt of its child once it was reaped."""
+
+    cpu_s: float = 0.0  # user + system CPU seconds
+
+
+def stream(argv: list[str], timeout_s: float, *, max_stdout: int = STDOUT_CAP, block: int = _READ,
+           nap_s: float = 0.0, exited: Exited | None = None) -> Generator[bytes, None, None]:
+    """Run a read-only command and yield its stdout as it arrives, in pieces of at most `block` bytes cut
+    anywhere (a line may span two). `nap_s`: a pause after a read shorter than half a block. The failures
+    of run_command, raised from the iterator after the pieces read so far; `exited` gets the child's CPU."""
+    return _chunks(argv, timeout_s, max_stdout, block, nap_s, exited)
 
 
 def run_command(argv: list[str], timeout_s: float, *, max_stdout: int = STDOUT_CAP) -> str:
     """Run a read-only command and return its whole stdout (UTF-8, undecodable bytes replaced).
     Raises Absent when the tool is not installed, CollectError on a non-zero exit (with the first
     stderr line), a time-out or output beyond `max_stdout`."""
-    return b"".join(_chunks(argv, timeout_s, max_stdout)).decode("utf-8", "replace")
+    return b"".join(stream(argv, timeout_s, max_stdout=max_stdout)).decode("utf-8", "replace")
 
 
 def stream_lines(argv: list[str], timeout_s: float, *, max_stdout: int = STDOUT_CAP) -> Iterator[str]:
     """Like run_command, but yields stdout line by line (without the newline) as it arrives, so a large
     listing is never held whole. A failure raises from the iterator, after the lines read so far."""
     partial: list[bytes] = []  # a line split across reads: joined once, when its newline arrives
-    for chunk in _chunks(argv, timeout_s, max_stdout):
+    for chunk in stream(argv, timeout_s, max_stdout=max_stdout):
         start = 0
         while (end := chunk.find(b"\n", start)) >= 0:
             piece = chunk[start:end]
@@ -77,7 +101,8 @@ def _command(argv: list[str]) -> str:
     return " ".join(argv)[:200]
 
 
-def _chunks(argv: list[str], timeout_s: float, max_stdout: int) -> Iterator[bytes]:
+def _chunks(argv: list[str], timeout_s: float, max_stdout: int, block: int, nap_s: float,
+            exited: Exited | None) -> Generator[bytes, None, None]:
     deadline = time.monotonic() + max(timeout_s, 0.0)
     try:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -89,6 +114,9 @@ def _chunks(argv: list[str], timeout_s: float, max_stdout: int) -> Iterator[byte
     assert proc.stdout is not None and proc.stderr is not None
     err = _Stderr()
     sel = selectors.DefaultSelector()
+    if block > _READ:
+        with contextlib.suppress(OSError):  # a pipe as large as a read (the kernel may refuse: then 64 kB)
+            fcntl.fcntl(proc.stdout.fileno(), F_SETPIPE_SZ, block)
     try:
         sel.register(proc.stdout, selectors.EVENT_READ, "out")
         sel.register(proc.stderr, selectors.EVENT_READ, "err")
@@ -98,7 +126,7 @@ def _chunks(argv: list[str], timeout_s: float, max_stdout: int) -> Iterator[byte
             if left <= 0:
                 raise CollectError(f"{_command(argv)} did not finish within {timeout_s:g}s (killed)")
             for key, _ in sel.select(left):
-                data = os.read(key.fd, _READ)
+                data = os.read(key.fd, block)
                 if not data:
                     sel.unregister(key.fileobj)
                 elif key.data == "err":
@@ -109,10 +137,14 @@ def _chunks(argv: list[str], timeout_s: float, max_stdout: int) -> Iterator[byte
                         raise CollectError(f"{_command(argv)} printed more than {max_stdout // MIB or 1} MiB "
                                            "(killed): not a listing this reader trusts")
                     yield data
+                    if len(data) < block // 2 and nap_s:
+                        time.sleep(nap_s)
         _wait_exited(proc, deadline, argv, timeout_s)
     finally:
         sel.close()
-        _kill_group(proc)
+        cpu_s = _kill_group(proc)
+        if exited is not None:
+            exited.cpu_s = cpu_s
         proc.stdout.close()
         proc.stderr.close()
     if proc.returncode != 0:
@@ -130,12 +162,19 @@ def _wait_exited(proc: subprocess.Popen[bytes], deadline: float, argv: list[str]
         pause = min(pause * 2, 0.02)
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL everything in the child's process group (itself included unless it has exited), then reap it."""
+def _kill_group(proc: subprocess.Popen[bytes]) -> float:
+    """SIGKILL everything in the child's process group (itself included unless it has exited), then reap it;
+    its CPU seconds."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     except PermissionError:  # a member we may not signal (setuid): at least the leader goes
         proc.kill()
-    proc.wait()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # reaped already
+        proc.wait()
+        return 0.0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return float(usage.ru_utime + usage.ru_stime)

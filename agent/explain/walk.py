@@ -25,7 +25,7 @@ from agent.kubeobjects import parse_selector
 from agent.model import Finding, Snapshot
 from agent.model.cluster import ClusterState, PodSpec, ServicePortSpec, ServiceSpec, SliceSpec
 from agent.model.probes import CLUSTER_IP, DNS, ENDPOINT, REFUSED, TIMEOUT, UNREACHABLE, ProbeResult, ProbeSet
-from agent.model.views import Views
+from agent.model.views import ModeDecision, Views
 
 RECENT_RESTART_S = 3600.0  # a restart within the last hour is the guide's "pods are crashing" hint
 CRASHING = ("CrashLoopBackOff", "RunContainerError", "CreateContainerError")
@@ -393,11 +393,16 @@ def _pods(c: _Ctx) -> Step:
 
 # 8-10. this node ------------------------------------------------------------------------------------
 
+def _mode(c: _Ctx) -> ModeDecision:
+    """The run's decision (a served snapshot keeps no rules to decide by: agent/model/report.py)."""
+    return c.views.mode if c.views is not None else decide_mode(c.snap)
+
+
 def _kube_proxy(c: _Ctx) -> Step:
     src = c.snap.kube_proxy
     if not src.ok:
         return _skip("kube_proxy", f"kube-proxy's process could not be read: {src.error}")
-    d = decide_mode(c.snap)
+    d = _mode(c)
     ev = {"pid": src.data.pid if src.data else None, "mode": d.mode, "mode_source": d.source, "version": d.version}
     found = c.node_findings(NODE_KUBE_PROXY)
     if found:
@@ -411,7 +416,7 @@ def _rules(c: _Ctx) -> Step:
     if not cluster_ips(c.svc):
         return _skip("rules", f"kube-proxy writes no rules for a {'headless' if c.svc.type != 'ExternalName' else ''}"
                      f"{c.svc.type} Service")
-    if c.snap.kube_proxy.ok and c.snap.kube_proxy.data is None and decide_mode(c.snap).mode is None:
+    if c.snap.kube_proxy.ok and c.snap.kube_proxy.data is None and _mode(c).mode is None:
         return _skip("rules", "kube-proxy is not running and no proxy rules were found")
     view: RulesView = service_rules(c.snap, c.views, c.state, c.svc)
     if view.unavailable:

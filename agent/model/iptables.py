@@ -14,7 +14,7 @@ unchanged). The snapshot still round-trips through JSON (agent/serial.py).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any
@@ -146,6 +146,11 @@ class RuleSet:
     def table(self, name: str) -> Table:
         return self.tables.get(name) or Table(name)
 
+    def rule_counts(self) -> RuleSet:
+        """Each table's name and rule count, nothing else (see IptablesState.rule_counts)."""
+        return RuleSet(self.family, frozen_map({n: Table(n, rule_count=t.rule_count) for n, t in self.tables.items()}),
+                       unparsed_count=self.unparsed_count)
+
     def kube_chain_count(self) -> int:
         return sum(t.census.kube for t in self.tables.values())
 
@@ -169,6 +174,12 @@ class IptablesState:
 
     def __post_init__(self) -> None:
         _freeze(self, rulesets="tuple", kube_chains="map", other_rulesets="tuple", families_read="tuple")
+
+    def rule_counts(self) -> IptablesState:
+        """This state without its rules: each RuleSet cut to its tables' names and rule counts (what the
+        reporters show of it). For a served report (agent/model/report.py), which no check reads."""
+        return replace(self, rulesets=tuple(rs.rule_counts() for rs in self.rulesets),
+                       other_rulesets=tuple(rs.rule_counts() for rs in self.other_rulesets))
 
     @property
     def other_backend(self) -> str:

@@ -8,10 +8,10 @@ vmap to endpoint chains, DNAT targets, affinity). Plain dataclasses: the snapsho
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+
+from agent.kube_hash import nft_hash
 
 TABLE = "kube-proxy"
 
@@ -75,6 +75,15 @@ class KubeProxyTable:
     maps: dict[str, list[VerdictElement]] = field(default_factory=dict)  # absent map: no key
     sets: dict[str, list[str]] = field(default_factory=dict)  # cluster-ips, nodeport-ips; absent set: no key
     affinity_timeouts: dict[str, int] = field(default_factory=dict)  # affinity-* set -> timeout seconds
+    # set only in a served report (agent/model/report.py): how many chains the table had, its contents dropped
+    served_chain_count: int | None = None
+
+    def chain_count(self) -> int:
+        return len(self.chains) if self.served_chain_count is None else self.served_chain_count
+
+    def counts_only(self) -> KubeProxyTable:
+        """The table without its chains, maps and sets: its family and chain count (what reporters show)."""
+        return KubeProxyTable(self.family, served_chain_count=self.chain_count())
 
     @property
     def ip_family(self) -> int:
@@ -89,6 +98,9 @@ class NftablesState:
     read_mode: str = ""  # how the chains' rules were read ("full table" | "per chain"), for the benchmark
     read_at: float = 0.0  # unix time of the read (older than the snapshot when reads are paced)
 
+    def counts_only(self) -> NftablesState:
+        return replace(self, tables=[t.counts_only() for t in self.tables])
+
     def table(self, family: str) -> KubeProxyTable | None:
         return next((t for t in self.tables if t.family == family), None)
 
@@ -96,8 +108,9 @@ class NftablesState:
 # Chain names -----------------------------------------------------------------------------------------
 
 def name_hash(name: str) -> str:
-    """kube-proxy's hashAndTruncate prefix: base32(sha256(name))[:8]."""
-    return base64.b32encode(hashlib.sha256(name.encode()).digest()).decode()[:8]
+    """kube-proxy's hashAndTruncate prefix: base32(sha256(name))[:8] (agent/kube_hash.py: without the
+    standard library's pure-Python base32, 70k names a run in nftables mode at 10k Services)."""
+    return nft_hash(name)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ def families(report: Report) -> Iterator[Metric]:
     all_ports = (report.views.nftables_ports if report.views is not None else None) or ()
     for table in src.data.tables:
         programmed = [p for p in all_ports if p.family == table.ip_family]
-        chains.add_metric([table.family], len(table.chains))
+        chains.add_metric([table.family], table.chain_count())
         ports.add_metric([table.family], len(programmed))
         endpoints.add_metric([table.family], sum(len(p.endpoints) for p in programmed))
     yield chains
