@@ -153,9 +153,8 @@ class Runner:
 
     # checking ----------------------------------------------------------------------------------------
     def check(self, snap: Snapshot, previous: frozenset[DiffKey] | None = None) -> Report:
-        """Derive the views, run every check, keep the persisting differences (rules.* and
-        `persist` ids) also in `previous` (all of
-        them when it is None: a single run)."""
+        """Derive the views, run every check, keep the persisting differences (rules.* and `persist` ids)
+        also in `previous` (all of them when it is None: a single run)."""
         t0 = time.monotonic()
         found: list[Finding] = []
         views = self._views = derive(snap, self._views)
