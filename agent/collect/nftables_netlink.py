@@ -332,7 +332,7 @@ def _add_rule(chain: Chain, exprs: memoryview | None) -> str | None:
             if 2 in value:
                 kind, target = verdict(value[2])
                 if target is not None and kind in ("jump", "goto"):
-                    chain.targets.append(target)
+                    chain.targets += (target,)
             elif 1 in value:
                 regs[u32(data.get(1))] = bytes(value[1])
         elif name == b"numgen":
@@ -347,7 +347,7 @@ def _add_rule(chain: Chain, exprs: memoryview | None) -> str | None:
             elif set_name.startswith("affinity-"):
                 chain.affinity_sets = [*(chain.affinity_sets or []), set_name]
         elif name == b"nat" and u32(data.get(1)) == NFT_NAT_DNAT:
-            chain.dnat.append(_nat_target(regs, data))
+            chain.dnat += (_nat_target(regs, data),)
         elif name == b"reject":
             chain.rejects = True
     return anon

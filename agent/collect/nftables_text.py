@@ -188,8 +188,8 @@ def add_rule(chain: Chain, rule: str) -> None:
     elif "vmap {" in rule:
         chain.unparsed = [*(chain.unparsed or []), rule[:200]]
     outside = outside_braces(rule)
-    chain.targets.extend(_VERDICT.findall(outside))
-    chain.dnat.extend(_DNAT.findall(outside))
+    chain.targets += tuple(_VERDICT.findall(outside))
+    chain.dnat += tuple(_DNAT.findall(outside))
     maps, affinity = _NAMED_VMAP.findall(outside), _AFFINITY.findall(outside)
     if maps:
         chain.vmap_maps = [*(chain.vmap_maps or []), *maps]
