@@ -211,6 +211,7 @@ def read_chains(table: KubeProxyTable, timeout_s: float, attempts: int = 3) -> N
             if nl.generation() == gen:
                 table.chains, table.affinity_timeouts = chains, timeouts
                 return
+            del chains, timeouts  # let a read that straddled a change go before the next is built beside it
         raise CollectError(f"kube-proxy changed its nftables table during {attempts} reads in a row")
     finally:
         nl.close()
