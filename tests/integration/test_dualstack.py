@@ -48,9 +48,10 @@ def addresses(node: Node, *cidrs: str) -> None:
         node.sh("ip", "addr", "add", cidr, "dev", "eth0", *(["nodad"] if ":" in cidr else []))
 
 
-def dual_node(node: Node, backend: str, *, ipv6_address: bool = True) -> None:
+def dual_node(node: Node, backend: str, *, ipv6_address: bool = True, ipv6_rules: str | None = None) -> None:
     """kube-proxy (iptables mode) and kubelet as on kubeadm; both families' rules and the node around them
-    (node-base.rules, node-base6.rules); forwarding on for both, route_localnet for IPv4's localhost NodePorts."""
+    (node-base.rules, node-base6.rules); forwarding on for both, route_localnet for IPv4's localhost NodePorts.
+    `ipv6_rules`: instead of IPv6's, these ip6tables rules alone."""
     addresses(node, "192.168.0.2/24", *(["2001:db8::1/64"] if ipv6_address else []))
     node.healthy_basics()
     node.sysctl("net.ipv6.conf.all.forwarding", 1)
@@ -60,6 +61,9 @@ def dual_node(node: Node, backend: str, *, ipv6_address: bool = True) -> None:
     node.kube_proxy_http()
     node.iptables_restore(V4.read_text(), backend, noflush=True)
     node.iptables_restore((FIXTURES / "iptables" / "node-base.rules").read_text(), backend, noflush=True)
+    if ipv6_rules is not None:
+        node.iptables_restore(ipv6_rules, backend, noflush=True, family=6)
+        return
     node.iptables_restore(V6.read_text(), backend, noflush=True, family=6)
     node.iptables_restore((IP6 / "node-base6.rules").read_text(), backend, noflush=True, family=6)
 
@@ -140,16 +144,7 @@ COMMIT
 def test_a_dual_stack_node_whose_ipv6_proxier_wrote_nothing_reports_the_ipv6_half(node: Node, backend: str) -> None:
     """ip6tables read whole with no kube-proxy chain in it, on a node with an IPv6 address: the Service's IPv6
     cluster IP and node port are missing (for IPv6); its IPv4 half, programmed, gives nothing."""
-    addresses(node, "192.168.0.2/24", "2001:db8::1/64")
-    node.healthy_basics()
-    node.sysctl("net.ipv6.conf.all.forwarding", 1)
-    node.kube_proxy("--hostname-override=test-hostname", config=DATA / "kubeadm" / "kube-proxy-config.conf")
-    node.kubelet("--container-runtime-endpoint=unix:///var/run/containerd/containerd.sock",
-                 config=DATA / "kubeadm" / "kubelet-config.yaml")
-    node.kube_proxy_http()
-    node.iptables_restore(V4.read_text(), backend, noflush=True)
-    node.iptables_restore((FIXTURES / "iptables" / "node-base.rules").read_text(), backend, noflush=True)
-    node.iptables_restore(KUBELET_ONLY6, backend, noflush=True, family=6)
+    dual_node(node, backend, ipv6_rules=KUBELET_ONLY6)
     doc = check(node)
     missing = {(f["service"], f["evidence"]["family"], f["evidence"]["kind"], f["evidence"]["address"])
                for f in doc["findings"] if f["id"] == "rules.service_missing"}
