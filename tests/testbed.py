@@ -29,6 +29,10 @@ DATA = Path(__file__).resolve().parent / "data"
 FIXTURES = REPO / "tests" / "fixtures" / "kube-proxy"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PY = sys.executable
+_LISTEN = ("import socket,sys\nip,port=sys.argv[1],int(sys.argv[2])\n"
+           "s=socket.socket(socket.AF_INET6 if ':' in ip else socket.AF_INET)\n"
+           "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind((ip,port));s.listen(64)\n"
+           "print('ready',flush=True)\nwhile True:\n c,_=s.accept();c.sendall(b'ok');c.close()\n")
 BIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -230,6 +234,14 @@ class Node:
             self.procs.append(proc)
             self._wait_exec(proc, "pause")
         return port, pod
+
+    def tcp_listener(self, netns: str, ip: str, port: int = 80) -> None:
+        """A TCP server in `netns` on ip:port (IPv4 or IPv6) that answers each connection with "ok" and closes it,
+        standing for a Service's endpoint; returns once it listens, and is killed with the node."""
+        proc = subprocess.Popen(["ip", "netns", "exec", netns, PY, "-c", _LISTEN, ip, str(port)],
+                                stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+        self.procs.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
 
     # more namespaces: clients, other nodes ------------------------------------------------------------
     def other_netns(self, *, forwarding: bool = False) -> str:

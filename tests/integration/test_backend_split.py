@@ -8,12 +8,11 @@ TestOverallIPTablesRules in a node's netns, listeners at the endpoints, TCP conn
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_packets import BRIDGE_IP, CONNECT, LISTEN
+from tests.integration.test_packets import BRIDGE_IP, CONNECT
 from tests.integration.test_rules_iptables import IPT, OVERALL, check_with, load, node_name
 from tests.testbed import PY, Node, by_id, problems
 
@@ -63,10 +62,7 @@ def listeners(node: Node) -> None:
     node.sh("ip", "route", "add", "172.30.0.0/16", "dev", "cni0")
     for ip in ("10.180.0.2", "10.180.0.3"):
         _, pod = node.pod_on_bridge("cni0", ip, hairpin=True)
-        proc = subprocess.Popen(["ip", "netns", "exec", pod, PY, "-c", LISTEN, ip], stdout=subprocess.PIPE,
-                                text=True, stdin=subprocess.DEVNULL)
-        node.procs.append(proc)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        node.tcp_listener(pod, ip)
 
 
 def connect(node: Node, ip: str, port: int) -> str:

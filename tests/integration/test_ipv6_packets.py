@@ -18,9 +18,6 @@ pytestmark = pytest.mark.netns
 
 ENDPOINTS = ("fd00:10:180::1", "fd00:10:180::2:1")  # the table's endpoints (both serve ns1/svc1:p80)
 BRIDGE_IP = "fd00:10:180::fe"  # the node's address on the pods' bridge
-LISTEN = ("import socket,sys\ns=socket.socket(socket.AF_INET6);s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-          "s.bind((sys.argv[1],80));s.listen(64);print('ready',flush=True)\n"
-          "while True:\n c,_=s.accept();c.sendall(b'ok');c.close()\n")
 CONNECT = ("import socket,sys\ns=socket.socket(socket.AF_INET6);s.settimeout(1.5)\n"
            "try:\n s.connect((sys.argv[1],int(sys.argv[2])));print(s.recv(2).decode() or 'closed')\n"
            "except OSError as e:\n print(type(e).__name__)\n")
@@ -42,10 +39,7 @@ def serving_node(node: Node) -> None:
         for cmd in (["ip", "link", "set", "lo", "up"], ["ip", "addr", "add", f"{ip}/64", "dev", "eth0", "nodad"],
                     ["ip", "link", "set", "eth0", "up"], ["ip", "-6", "route", "add", "default", "via", BRIDGE_IP]):
             subprocess.run(["ip", "netns", "exec", pod, *cmd], check=True)
-        proc = subprocess.Popen(["ip", "netns", "exec", pod, PY, "-c", LISTEN, ip], stdout=subprocess.PIPE,
-                                text=True, stdin=subprocess.DEVNULL)
-        node.procs.append(proc)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        node.tcp_listener(pod, ip)
     node.sh("ip", "-6", "route", "add", "fd00:172:30::/64", "dev", "cni0")
 
 

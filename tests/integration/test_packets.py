@@ -8,7 +8,6 @@ and the connection still works.
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,6 @@ pytestmark = pytest.mark.netns
 BRIDGE_IP = "10.180.0.254"  # the node's address on the pods' bridge
 # a source that has not connected before: a client session affinity (`-m recent`) has not seen
 NEW_CLIENT = "203.0.113.6"
-LISTEN = ("import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-          "s.bind((sys.argv[1],80));s.listen(64);print('ready',flush=True)\n"
-          "while True:\n c,_=s.accept();c.sendall(b'ok');c.close()\n")
 CONNECT = ("import socket,sys\ns=socket.socket();s.settimeout(1.5)\n"
            "src=sys.argv[3] if len(sys.argv)>3 else ''\n"
            "src and s.bind((src,0))\n"
@@ -40,10 +36,7 @@ def serving_node(node: Node) -> None:
     node.sh("ip", "addr", "add", f"{BRIDGE_IP}/24", "dev", "cni0")
     for ip in ("10.180.0.2", "10.180.0.3"):
         _, pod = node.pod_on_bridge("cni0", ip, hairpin=True)
-        proc = subprocess.Popen(["ip", "netns", "exec", pod, PY, "-c", LISTEN, ip], stdout=subprocess.PIPE,
-                                text=True, stdin=subprocess.DEVNULL)
-        node.procs.append(proc)
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        node.tcp_listener(pod, ip)
     for net in ("172.30.0.0/16", "192.168.99.0/24", "5.6.7.0/24", "1.2.3.0/24"):
         node.sh("ip", "route", "add", net, "dev", "cni0")
     for ip in ("203.0.113.5", NEW_CLIENT):  # inside ns5/svc5's loadBalancerSourceRanges

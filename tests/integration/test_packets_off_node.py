@@ -24,7 +24,6 @@ and after), so that finding is info.
 from __future__ import annotations
 
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,6 @@ from tests.integration.test_mutation_matrix import apply, apply_nft
 from tests.integration.test_nftables import NFT, nftables_node
 from tests.integration.test_nftables import OVERALL as NFT_OVERALL
 from tests.integration.test_nftables import check as nft_check
-from tests.integration.test_packets import LISTEN
 from tests.integration.test_rules_iptables import IPT, OVERALL, check_with, load
 from tests.testbed import PY, Node, in_ns, plain_routing, problems
 
@@ -81,10 +79,7 @@ def two_nodes(node: Node) -> Cluster:
     in_ns(pod, "ip", "route", "add", "default", "via", "10.180.0.254")
     node.sh("ip", "route", "add", "10.180.0.0/24", "via", NODE2)  # host-gw: node2's pods through node2
     node.sh("ip", "route", "add", f"{INSIDE}/32", "via", CLIENT)
-    listener = subprocess.Popen(["ip", "netns", "exec", pod, PY, "-c", LISTEN, POD], stdout=subprocess.PIPE,
-                                text=True, stdin=subprocess.DEVNULL)
-    node.procs.append(listener)
-    assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+    node.tcp_listener(pod, POD)
     # counts what reaches the client from the pod's own address: the reply that went around node1
     in_ns(client, "nft", "add table ip probe; add chain ip probe input { type filter hook input priority 0 ; }; "
           f"add rule ip probe input ip saddr {POD} tcp sport 80 counter")
