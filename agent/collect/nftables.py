@@ -154,7 +154,18 @@ def read_table(nft: Nft, family: str) -> KubeProxyTable:
         except OSError as exc:
             table.chains, table.affinity_timeouts = {}, {}
             read_text_listing(nft, table, exc)
+    share_chain_names(table)
     return table
+
+
+def share_chain_names(table: KubeProxyTable) -> None:
+    """Map elements name their target chain with that chain's own name object, not a copy of it from nft's
+    JSON (~1 MiB of a read at 10k Services)."""
+    for elements in table.maps.values():
+        for element in elements:
+            known = table.chains.get(element.target) if element.target else None
+            if known is not None:
+                element.target = known.name
 
 
 def read_text_listing(nft: Nft, table: KubeProxyTable, why: OSError) -> set[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar, overload
 
 from agent.kube_hash import nft_hash
 
@@ -29,6 +30,7 @@ SETS = (CLUSTER_IPS, NODEPORT_IPS)
 # Per-Service chain prefixes (kube-proxy pkg/proxy/nftables: servicePort*ChainNamePrefix).
 SERVICE_PREFIXES = ("service-", "local-", "external-", "firewall-", "endpoint-")
 _IPV4 = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}")
+T = TypeVar("T")
 
 
 @dataclass(slots=True)  # slots: ~60k chains at 10k Services
@@ -47,27 +49,73 @@ class VerdictElement:
 
 
 @dataclass(slots=True)
-class Chain:
-    name: str
+class ChainDetails:
+    """What few chains have: a hook (the base chains), a numgen vmap (the Service chains), the odd rule.
+    Kept apart, so each of the ~60k chains at 10k Services has one slot for it rather than nine (~3.5 MiB of
+    a read); read and set through Chain's attributes of the same names."""
+
     type: str | None = None  # base chains only: "filter" | "nat"
     hook: str | None = None
     priority: int | None = None
+    numgen_mod: int | None = None
+    # True: the vmap's endpoint chains were inferred from the kernel's reference counts, not read, so
+    # its keys are 0..n-1 in name order rather than the real numgen indexes (see nftables_netlink.py).
+    vmap_by_reference: bool = False
+    affinity_sets: list[str] | None = None  # @affinity-* sets the chain reads (ip saddr @set)
+    vmap_maps: list[str] | None = None  # named verdict maps its rules dispatch through (@service-ips)
+    rejects: bool = False  # a rule ends in reject
+    unparsed: list[str] | None = None  # statements this reader does not model, for evidence
+
+
+_NO_DETAILS = ChainDetails()
+
+
+class _Detail(Generic[T]):
+    """Chain.<name>: its ChainDetails' <name>, the default while the chain has none."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, chain: None, owner: type) -> _Detail[T]: ...
+    @overload
+    def __get__(self, chain: Chain, owner: type) -> T: ...
+    def __get__(self, chain: Chain | None, owner: type) -> T | _Detail[T]:
+        if chain is None:
+            return self
+        value: T = getattr(chain.details or _NO_DETAILS, self.name)
+        return value
+
+    def __set__(self, chain: Chain, value: T) -> None:
+        if chain.details is None:
+            if value == getattr(_NO_DETAILS, self.name):
+                return  # a chain without details has the defaults already
+            chain.details = ChainDetails()
+        setattr(chain.details, self.name, value)
+
+
+@dataclass(slots=True)
+class Chain:
+    name: str
     rules_read: bool = False  # False: only the name was listed, so the fields below say nothing
     rule_count: int = 0
     # Tuples, not lists: most chains have one target and one DNAT or none, and ~60k chains at 10k Services
     # held two lists each (an empty list is 56 bytes, the empty tuple is shared): about 8 MiB of a read.
     targets: tuple[str, ...] = ()  # jump/goto targets outside a vmap, in rule order
     vmap: dict[str, str] | None = None  # numgen index -> endpoint chain ("0" -> "endpoint-..."); None: no vmap
-    numgen_mod: int | None = None
-    # True: the vmap's endpoint chains were inferred from the kernel's reference counts, not read, so
-    # its keys are 0..n-1 in name order rather than the real numgen indexes (see nftables_netlink.py).
-    vmap_by_reference: bool = False
     dnat: tuple[str, ...] = ()  # "10.180.0.1:80", "[fd00::1]:80"
-    # Rare facts default to None rather than an empty list: ~60k chains at 10k Services.
-    affinity_sets: list[str] | None = None  # @affinity-* sets the chain reads (ip saddr @set)
-    vmap_maps: list[str] | None = None  # named verdict maps its rules dispatch through (@service-ips)
-    rejects: bool = False  # a rule ends in reject
-    unparsed: list[str] | None = None  # statements this reader does not model, for evidence
+    details: ChainDetails | None = None  # None: all of ChainDetails' defaults
+
+    # ChainDetails' fields, as attributes of the chain (not dataclass fields: no annotation)
+    type = _Detail[str | None]()
+    hook = _Detail[str | None]()
+    priority = _Detail[int | None]()
+    numgen_mod = _Detail[int | None]()
+    vmap_by_reference = _Detail[bool]()
+    affinity_sets = _Detail[list[str] | None]()
+    vmap_maps = _Detail[list[str] | None]()
+    rejects = _Detail[bool]()
+    unparsed = _Detail[list[str] | None]()
 
 
 @dataclass

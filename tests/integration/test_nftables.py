@@ -17,7 +17,7 @@ import pytest
 
 from agent.checks import CHECKS, rules
 from agent.model import Snapshot
-from agent.model.nftables import Chain
+from agent.model.nftables import Chain, ChainDetails
 from tests.checks.test_nftables import items as offline_items
 from tests.checks.test_nftables import state as offline_state
 from tests.testbed import DATA, FIXTURES, Node, by_id, problems
@@ -59,7 +59,8 @@ def comparable(chain: Chain) -> Chain:
     """A chain with its vmap as the set of endpoint chains it holds: the live read infers a vmap's
     members from the kernel's reference counts (not its numgen indexes, see nftables_netlink.py)."""
     vmap = {str(i): e for i, e in enumerate(sorted((chain.vmap or {}).values()))} if chain.vmap else chain.vmap
-    return dataclasses.replace(chain, vmap=vmap, vmap_by_reference=False)
+    details = dataclasses.replace(chain.details, vmap_by_reference=False) if chain.details else None
+    return dataclasses.replace(chain, vmap=vmap, details=None if details == ChainDetails() else details)
 
 
 def handle_of(node: Node, chain: str, pattern: str, family: str = "ip") -> str:
