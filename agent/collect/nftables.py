@@ -252,7 +252,8 @@ def add_object(table: KubeProxyTable, kind: str, name: str, items: list[dict[str
         if not isinstance(elems, list):
             raise MalformedJson("its elements are not a list")
         if kind == "map":
-            table.maps[name] = [verdict_element(e) for e in elems]
+            shared: dict[str, str] = {}  # one object per protocol and port ("tcp", "80"): ~1 MiB of a 10k read
+            table.maps[name] = [verdict_element(e, shared) for e in elems]
         else:
             table.sets[name] = [set_key(e) for e in elems]
     except (MalformedJson, RecursionError) as exc:  # RecursionError: nesting deeper than nft ever prints
@@ -314,12 +315,16 @@ def _unwrap(key: Any) -> tuple[Any, str | None]:
     return key, None
 
 
-def verdict_element(item: Any) -> VerdictElement:
+def verdict_element(item: Any, shared: dict[str, str] | None = None) -> VerdictElement:
+    """`shared`: the key parts of short text seen so far in this map, to use their objects again."""
     if not isinstance(item, list) or len(item) != 2:
         raise MalformedJson(f"a map element that is not [key, verdict]: {_short(item)}")
     key, comment = _unwrap(item[0])
     verdict, target = verdict_of(item[1])
-    return VerdictElement(key=key_text(key), verdict=verdict, target=target, comment=comment)
+    parts = key_text(key)
+    if shared is not None:
+        parts = [shared.setdefault(p, p) if len(p) <= 5 else p for p in parts]
+    return VerdictElement(key=parts, verdict=verdict, target=target, comment=comment)
 
 
 def set_key(item: Any) -> str:

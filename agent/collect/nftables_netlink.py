@@ -276,18 +276,17 @@ def _read_once(nl: NfTablesSocket, family: int, map_refs: Counter[str]) -> tuple
 def _vmaps_by_reference(numgen: list[Chain], endpoints_of: dict[str, list[str]], use: dict[str, int],
                         refs: Counter[str], chains: dict[str, Chain]) -> None:
     """Each numgen chain's vmap members: its Service port's endpoint chains whose use count (the
-    kernel's: rules plus references) exceeds their own rules and the references read elsewhere."""
-    by_body: dict[str, list[Chain]] = {}
+    kernel's: rules plus references) exceeds their own rules and the references read elsewhere. A local-
+    chain's endpoints are in its service- chain's vmap too, when the port has both (policy Local)."""
+    local = {_service_body(c.name) for c in numgen if c.name.startswith("local-")}  # few: policy Local ports
+    both = {body for body in (_service_body(c.name) for c in numgen if c.name.startswith("service-")) if body in local}
     for chain in numgen:
-        by_body.setdefault(_service_body(chain.name), []).append(chain)
-    for body, policy in by_body.items():
-        vmap_refs = {e: use.get(e, 0) - chains[e].rule_count - refs[e] for e in endpoints_of.get(body, [])}
-        both = len(policy) > 1
-        for chain in policy:
-            need = 2 if both and chain.name.startswith("local-") else 1
-            members = sorted(e for e, n in vmap_refs.items() if n >= need)
-            chain.vmap = {str(i): e for i, e in enumerate(members)}
-            chain.vmap_by_reference = True
+        body = _service_body(chain.name)
+        need = 2 if body in both and chain.name.startswith("local-") else 1
+        members = sorted(e for e in endpoints_of.get(body, [])
+                         if use.get(e, 0) - chains[e].rule_count - refs[e] >= need)
+        chain.vmap = {str(i): e for i, e in enumerate(members)}
+        chain.vmap_by_reference = True
 
 
 def _service_body(chain: str) -> str:
