@@ -192,3 +192,36 @@ def test_netlink_refused_falls_back_to_nft_text_with_the_same_result(node: Node)
     assert out["same"] is True
     assert out["modes"][0].endswith("nf_tables netlink dumps")
     assert "nft -t -y list table (netlink read failed: [Errno 1] Operation not permitted)" in out["modes"][1]
+
+
+SHARED = """
+import json
+import agent.collect.nftables as nft
+from agent.collect.base import CollectContext
+from agent.config import Config
+(table,) = nft.collect(CollectContext(cfg=Config(), deadline_s=30)).tables
+chains = table.chains
+targets = [t for c in chains.values() for t in c.targets if t in chains]
+elements = [e for m in table.maps.values() for e in m if e.target in chains]
+alone = [c.targets for c in chains.values() if len(c.targets) == 1]
+parts = [[p for e in m for p in e.key if len(p) <= 5] for m in table.maps.values()]  # shared within a map
+print(json.dumps({
+    "targets": len(targets), "elements": len(elements), "alone": len(alone), "parts": sum(map(len, parts)),
+    "targets_shared": all(t is chains[t].name for t in targets),
+    "elements_shared": all(e.target is chains[e.target].name for e in elements),
+    "alone_tuples": len({id(t) for t in alone}), "alone_distinct": len(set(alone)),
+    "parts_objects": sum(len({id(p) for p in m}) for m in parts), "parts_distinct": sum(len(set(m)) for m in parts),
+}))
+"""
+
+
+def test_a_read_holds_one_object_per_chain_name_target_tuple_and_short_key_part(node: Node) -> None:
+    """At 10k Services a read's memory is mostly names: jump targets and map elements use their chain's own name
+    object, chains that jump to one chain share that one-target tuple, and a map shares its "tcp" and "80"
+    (bench/bench_iptables.py's nftables-mode peak RSS depends on it)."""
+    node.nft_load((NFT / f"{OVERALL}.nft").read_text())
+    out = json.loads(node.sh(sys.executable, "-c", SHARED).stdout)
+    assert min(out["targets"], out["elements"], out["alone"], out["parts"]) > 0, out
+    assert out["targets_shared"] is True and out["elements_shared"] is True
+    assert out["alone_tuples"] == out["alone_distinct"]
+    assert out["parts_objects"] == out["parts_distinct"]
