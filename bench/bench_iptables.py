@@ -17,9 +17,15 @@ run, with the rules unchanged or with 1% of the Services changing every interval
 its children's: the saves) over the wall time is its share of a core; and its peak RSS. Backend "nftables":
 kube-proxy's nftables mode instead (bench/gen_nftables.py; no iptables rules), the mode decided from the node.
 
+`memory` mode: serve's runner in one process in the namespace (its allocator setting, every collector, and the
+report as `serve` keeps it), with a whole read every run (no pacing) and a partial sync, or its undo, after each
+run: what a changed read costs in memory without waiting for the paced reads of `serve`. Its peak RSS (VmHWM)
+and its RSS after each run.
+
     python bench/bench_iptables.py check 1000:legacy 10000:legacy 1000:nft 10000:nft [--endpoints 5]
     python bench/bench_iptables.py serve 10000:legacy:unchanged 10000:legacy:changing 10000:nft:unchanged ...
     python bench/bench_iptables.py serve 10000:nftables:unchanged 10000:nftables:changing [--minutes 5]
+    python bench/bench_iptables.py memory 10000:nftables 10000:legacy [--runs 6]
 """
 
 from __future__ import annotations
@@ -101,6 +107,46 @@ for label, change in plan:
 out["rss_mib"] = int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) / 1024
 print(json.dumps(out))
 """
+
+
+# serve's runner with a whole read every run (agent/collect/base.py Paced spaces reads out otherwise); a partial
+# sync or its undo after each run. Printed as JSON.
+MEMORY_INNER = r"""
+import json, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from agent.allocator import fix_mmap_threshold
+from agent.cli import build_parser, config_from
+from agent.collect.base import Paced
+from agent.runner import Runner
+backend, runs = sys.argv[2], int(sys.argv[3])
+changes = json.loads(sys.stdin.read())
+fix_mmap_threshold()  # as agent/cli.py main() does
+runner = Runner(config_from(build_parser().parse_args(["serve", "--no-api", "--node-name", "bench"])))
+for reader in runner._readers.values():
+    if isinstance(reader, Paced):
+        reader.budget = 1.0
+argv = ["nft", "-f", "-"] if backend == "nftables" else [f"iptables-{backend}-restore", "-w", "5", "--noflush"]
+def rss(field):
+    return int(open("/proc/self/status").read().split(field + ":")[1].split()[0]) / 1024
+served, after = None, []
+for run in range(runs):
+    served = runner.run_once().as_served()  # what serve keeps until the next run is published
+    assert served.proxy_mode == ("nftables" if backend == "nftables" else "iptables"), served.proxy_mode
+    after.append(round(rss("VmRSS")))
+    subprocess.run(argv, input=changes[run % 2], text=True, check=True)
+print(json.dumps({"peak": rss("VmHWM"), "after": after}))
+"""
+
+
+def bench_memory(services: int, endpoints: int, backend: str, runs: int) -> str:
+    ns = Netns(services, endpoints, backend)
+    try:
+        out = json.loads(ns.sh(sys.executable, "-c", MEMORY_INNER, str(REPO), backend, str(runs),
+                               stdin=json.dumps(ns.changes)).splitlines()[0])
+    finally:
+        ns.close()
+    after = " ".join(map(str, out["after"]))
+    return f"| {services:,} x {endpoints} | {backend} | {runs} | {out['peak']:.0f} | {after} |"
 
 
 class Netns:
@@ -223,11 +269,13 @@ def _wait_first_run(ns: Netns, port: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("mode", choices=("check", "serve"))
-    ap.add_argument("cases", nargs="+", help="SERVICES:BACKEND (check), SERVICES:BACKEND:unchanged|changing (serve)")
+    ap.add_argument("mode", choices=("check", "serve", "memory"))
+    ap.add_argument("cases", nargs="+",
+                    help="SERVICES:BACKEND (check, memory), SERVICES:BACKEND:unchanged|changing (serve)")
     ap.add_argument("--endpoints", type=int, default=5)
     ap.add_argument("--minutes", type=float, default=MINUTES, help="serve: how long to measure")
     ap.add_argument("--reads", type=int, default=READS, help="check: unchanged and changed reads of the reader")
+    ap.add_argument("--runs", type=int, default=6, help="memory: runs, each with a whole read")
     args = ap.parse_args()
     if args.mode == "check":
         print("| Services x endpoints | backend | rules | what | runs | bare save (s) | svcdoctor (s) "
@@ -237,6 +285,13 @@ def main() -> None:
             n, backend = case.split(":")
             for row in bench_check(int(n), args.endpoints, backend, args.reads):
                 print(row, flush=True)
+    elif args.mode == "memory":
+        print("| Services x endpoints | backend | runs (a whole read each) | peak RSS (MiB) "
+              "| RSS after each run (MiB) |")
+        print("| --- | --- | --- | --- | --- |")
+        for case in args.cases:
+            n, backend = case.split(":")
+            print(bench_memory(int(n), args.endpoints, backend, args.runs), flush=True)
     else:
         print("| Services x endpoints | backend | rules | measured over | serve CPU (share of a core) "
               "| partial syncs | peak RSS (MiB) |")
