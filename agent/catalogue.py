@@ -28,6 +28,9 @@ class Entry:
     # sync between them can show a difference for one run: reported only when the previous run of a
     # series found it too (agent/runner.py). Every rules.* id, and any entry with `persist = true`.
     persist: bool = False
+    # evidence that describes the moment rather than the difference (a set's member count, the chain's rules
+    # as they are now): left out when two runs' differences are compared, so it cannot hold a finding back
+    persist_context: tuple[str, ...] = ()
 
     @property
     def doc(self) -> str:
@@ -48,7 +51,8 @@ def load() -> dict[str, Entry]:
             if e["severity"] not in SEVERITIES:
                 raise ValueError(f"catalogue: {fid} has unknown severity {e['severity']!r}")
             entries[fid] = Entry(fid, e["severity"], e["title"], e["message"], e["remedy"],
-                                 bool(e.get("retired", False)), bool(e.get("persist", area == "rules")))
+                                 bool(e.get("retired", False)), bool(e.get("persist", area == "rules")),
+                                 tuple(e.get("persist_context", ())))
     return entries
 
 

@@ -9,9 +9,10 @@ The Runner owns its collectors' readers: whatever a reader remembers between rea
 
 Rule differences must persist: a rules.* finding (or one whose catalogue entry says `persist`, such as
 IPVS mode's iptables rules against the ipsets) is reported only when the same difference (id,
-subject, evidence) was also found by the previous run, so one snapshot taken mid-sync never pages
-anyone. `check(snap, previous)` takes the previous run's differences (`Report.rule_differences`);
-`previous=None` is a single run (`svcdoctor check`, `check --from`): every difference is reported.
+subject, evidence less the catalogue's `persist_context` keys) was also found by the previous run, so
+one snapshot taken mid-sync never pages anyone. `check(snap, previous)` takes the previous run's
+differences (`Report.rule_differences`); `previous=None` is a single run (`svcdoctor check`, `check
+--from`): every difference is reported.
 `run_once` (what `serve` calls) passes its own last run's; its first run has none, so reports none.
 """
 
@@ -166,9 +167,10 @@ class Runner:
                                      evidence={"error": f"{type(exc).__name__}: {exc}",
                                                "traceback": traceback.format_exc(limit=3)}))
         catalogue = load_catalogue()
-        differences = frozenset(_key(f) for f in found if catalogue[f.id].persist)
+        differences = frozenset(_key(f, catalogue[f.id].persist_context) for f in found if catalogue[f.id].persist)
         if previous is not None:
-            found = [f for f in found if not catalogue[f.id].persist or _key(f) in previous]
+            found = [f for f in found
+                     if not catalogue[f.id].persist or _key(f, catalogue[f.id].persist_context) in previous]
         overrides = self.cfg.severity_overrides
         if overrides:
             found = [Finding(**{**vars(f), "severity": overrides.get(f.id, f.severity)}) for f in found]
@@ -183,5 +185,8 @@ class Runner:
         return report
 
 
-def _key(f: Finding) -> DiffKey:
-    return (f.id, f.subject, json.dumps(f.evidence, sort_keys=True, default=str))
+def _key(f: Finding, context: tuple[str, ...] = ()) -> DiffKey:
+    """The difference a finding states: its id, subject and evidence, less the evidence that only describes
+    the moment (the catalogue's `persist_context`)."""
+    evidence = {k: v for k, v in f.evidence.items() if k not in context} if context else f.evidence
+    return (f.id, f.subject, json.dumps(evidence, sort_keys=True, default=str))

@@ -72,6 +72,16 @@ def test_ipvs_rules_against_ipsets_must_persist_too() -> None:
     assert _runner(IPVS_RULE).check(healthy(), first.rule_differences).findings == (IPVS_RULE,)
 
 
+def test_ipvs_rule_still_missing_is_reported_when_its_set_and_chain_changed_meanwhile() -> None:
+    """A set's member count and the chain's current rules describe the moment, not the missing rule: on a busy
+    cluster they change every run, and must not hold the finding back for ever."""
+    first = _runner(IPVS_RULE).check(healthy(), frozenset())
+    later = dataclasses.replace(IPVS_RULE, evidence={**IPVS_RULE.evidence, "set_members": 7, "rules": ["-A X"]})
+    assert _runner(later).check(healthy(), first.rule_differences).findings == (later,)
+    other_rule = dataclasses.replace(IPVS_RULE, evidence={**IPVS_RULE.evidence, "rule": "-m set -j RETURN"})
+    assert _runner(other_rule).check(healthy(), first.rule_differences).findings == ()
+
+
 def _cluster(change: float) -> ClusterState:
     return ClusterState(origin="t", fetched_at=change, node=NodeSpec("test-node"), services=[ServiceSpec(
         "ns1", "svc1", "ClusterIP", cluster_ips=["172.30.0.41"], ports=[ServicePortSpec("p80", "TCP", 80)])],
