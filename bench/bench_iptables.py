@@ -146,7 +146,9 @@ def bench_memory(services: int, endpoints: int, backend: str, runs: int) -> str:
     finally:
         ns.close()
     after = " ".join(map(str, out["after"]))
-    return f"| {services:,} x {endpoints} | {backend} | {runs} | {out['peak']:.0f} | {after} |"
+    code = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short=7", "HEAD"], capture_output=True,
+                          text=True).stdout.strip() or "?"  # which code: old and new rows come from one script
+    return f"| {services:,} x {endpoints} | {backend} | {code} | {runs} | {out['peak']:.0f} | {after} |"
 
 
 class Netns:
@@ -286,9 +288,9 @@ def main() -> None:
             for row in bench_check(int(n), args.endpoints, backend, args.reads):
                 print(row, flush=True)
     elif args.mode == "memory":
-        print("| Services x endpoints | backend | runs (a whole read each) | peak RSS (MiB) "
+        print("| Services x endpoints | backend | code | runs (a whole read each) | peak RSS (MiB) "
               "| RSS after each run (MiB) |")
-        print("| --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- |")
         for case in args.cases:
             n, backend = case.split(":")
             print(bench_memory(int(n), args.endpoints, backend, args.runs), flush=True)
